@@ -1,0 +1,5 @@
+import sys
+
+from virtops.lab.cli import main
+
+sys.exit(main())

@@ -1,0 +1,47 @@
+"""``virtops-lab up|status|down``: the lab's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from virtops.lab.build import BuildError
+from virtops.lab.control_plane import ControlPlane, LabError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="virtops-lab", description=__doc__)
+    parser.add_argument("command", choices=["up", "status", "down", "build"])
+    parser.add_argument("--name", default="default", help="lab instance name (default: default)")
+    parser.add_argument("--state-dir", help="state directory (default: /tmp/virtops-lab/NAME)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    args = parser.parse_args(argv)
+    lab = ControlPlane(args.name, args.state_dir)
+    try:
+        if args.command == "build":
+            from virtops.lab.build import ensure_binaries
+
+            for name, path in ensure_binaries().items():
+                print(f"{name}: {path}")
+            return 0
+        if args.command == "up":
+            info = lab.up()
+            print(info.to_json() if args.json else f"lab {info.name} up: {info.server}\nexport KUBECONFIG={info.kubeconfig}")
+            return 0
+        if args.command == "status":
+            info = lab.status()
+            if info is None:
+                print('{"healthy": false, "exists": false}' if args.json else f"lab {args.name}: not running")
+                return 3
+            print(info.to_json() if args.json else f"lab {info.name}: {'healthy' if info.healthy else 'UNHEALTHY'} {info.server}")
+            return 0 if info.healthy else 1
+        changed = lab.down()
+        print(f'{{"changed": {str(changed).lower()}}}' if args.json else f"lab {args.name}: down")
+        return 0
+    except (LabError, BuildError) as exc:
+        print(f"virtops-lab: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

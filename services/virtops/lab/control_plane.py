@@ -1,0 +1,309 @@
+"""Start, inspect and stop the lab's etcd and kube-apiserver on loopback.
+
+``up`` is idempotent: a healthy lab is left alone and reported unchanged.
+``down`` stops exactly the processes ``up`` recorded (pid plus kernel start
+time, so a recycled pid is never signalled) and removes the state directory,
+which holds everything the lab wrote: certificates, etcd data, logs, kubeconfig.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from virtops.lab import build, pki
+from virtops.lab.versions import ETCD_VERSION, KUBERNETES_VERSION
+
+READY_TIMEOUT = 180.0
+STOP_TIMEOUT = 15.0
+
+
+class LabError(Exception):
+    """The lab could not be started, inspected or stopped."""
+
+
+@dataclass
+class LabInfo:
+    name: str
+    state_dir: str
+    kubeconfig: str
+    server: str
+    ports: dict[str, int]
+    pids: dict[str, dict[str, int]]
+    versions: dict[str, str] = field(default_factory=dict)
+    changed: bool = False
+    healthy: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+
+def default_state_dir(name: str) -> Path:
+    base = os.environ.get("VIRTOPS_LAB_ROOT") or "/tmp/virtops-lab"
+    return Path(base) / name
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may hold spaces or parentheses: split after the last ')'.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has already exited
+        return None
+    return int(fields[19])
+
+
+def _say(msg: str) -> None:
+    print(f"[lab] {msg}", file=sys.stderr, flush=True)
+
+
+class ControlPlane:
+    """The lab control plane named ``name`` with its state under ``state_dir``."""
+
+    def __init__(self, name: str = "default", state_dir: str | os.PathLike[str] | None = None) -> None:
+        self.name = name
+        self.state_dir = Path(state_dir) if state_dir else default_state_dir(name)
+        self.state_file = self.state_dir / "state.json"
+
+    # --- public API -------------------------------------------------------
+    def up(self) -> LabInfo:
+        current = self._load()
+        if current and self._processes_alive(current) and self._ready(current):
+            current.healthy = True
+            return current
+        if current or self.state_dir.exists():
+            _say(f"lab {self.name!r} is not healthy; clearing it before a fresh start")
+            self.down()
+
+        binaries = build.ensure_binaries()
+        self.state_dir.mkdir(parents=True, mode=0o700)
+        try:
+            return self._start(binaries)
+        except BaseException:
+            self.down()  # nothing half-made stays behind
+            raise
+
+    def status(self) -> LabInfo | None:
+        info = self._load()
+        if info is None:
+            return None
+        info.healthy = self._processes_alive(info) and self._ready(info)
+        return info
+
+    def down(self) -> bool:
+        """Stop what ``up`` started and remove the state dir; True when anything was there."""
+        info = self._load()
+        existed = self.state_dir.exists()
+        if info:
+            # The API server first, so it never sees its storage vanish underneath it.
+            for component in ("kube-apiserver", "etcd"):
+                entry = info.pids.get(component)
+                if entry:
+                    self._stop(component, entry["pid"], entry["ticks"])
+        if existed:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+        return existed or info is not None
+
+    # --- internals --------------------------------------------------------
+    def _load(self) -> LabInfo | None:
+        try:
+            return LabInfo(**json.loads(self.state_file.read_text()))
+        except FileNotFoundError:
+            return None
+        except (ValueError, TypeError) as exc:
+            raise LabError(f"unreadable lab state {self.state_file}: {exc}") from exc
+
+    def _save(self, info: LabInfo) -> None:
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(info.to_json())
+        tmp.replace(self.state_file)
+
+    @staticmethod
+    def _processes_alive(info: LabInfo) -> bool:
+        return all(_start_ticks(e["pid"]) == e["ticks"] for e in info.pids.values()) and len(info.pids) == 2
+
+    @staticmethod
+    def _stop(component: str, pid: int, ticks: int) -> None:
+        if _start_ticks(pid) != ticks:
+            return  # already gone, or the pid now belongs to someone else
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            if _start_ticks(pid) != ticks:
+                return
+            time.sleep(0.05)
+        _say(f"{component} (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f}s; killing it")
+        os.kill(pid, signal.SIGKILL)
+        while _start_ticks(pid) == ticks:
+            time.sleep(0.05)
+
+    def _ssl_context(self, info: LabInfo) -> ssl.SSLContext:
+        pki_dir = Path(info.state_dir) / "pki"
+        ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
+        ctx.load_cert_chain(str(pki_dir / "admin.crt"), str(pki_dir / "admin.key"))
+        return ctx
+
+    def _ready(self, info: LabInfo) -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"{info.server}/readyz", context=self._ssl_context(info), timeout=5
+            ) as resp:
+                return resp.status == 200
+        except (urllib.error.URLError, OSError, ssl.SSLError):
+            return False
+
+    def _spawn(self, component: str, argv: list[str]) -> dict[str, int]:
+        log = open(self.state_dir / "logs" / f"{component}.log", "ab")
+        with log:
+            # Its own session: a Ctrl-C in the caller's terminal does not reach it.
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+            )
+        ticks = None
+        for _ in range(100):
+            ticks = _start_ticks(proc.pid)
+            if ticks is not None:
+                break
+            time.sleep(0.01)
+        if ticks is None:
+            raise LabError(f"{component} exited at once; see {self.state_dir}/logs/{component}.log")
+        return {"pid": proc.pid, "ticks": ticks}
+
+    def _start(self, binaries: dict[str, Path]) -> LabInfo:
+        started = time.monotonic()
+        sd = self.state_dir
+        (sd / "logs").mkdir()
+        pki_dir = sd / "pki"
+        pki.write_pki(pki_dir)
+        ports = {"etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port()}
+        server = f"https://127.0.0.1:{ports['apiserver']}"
+        info = LabInfo(
+            name=self.name,
+            state_dir=str(sd),
+            kubeconfig=str(sd / "kubeconfig"),
+            server=server,
+            ports=ports,
+            pids={},
+            versions={"kube-apiserver": KUBERNETES_VERSION, "etcd": ETCD_VERSION},
+            changed=True,
+        )
+        self._save(info)  # recorded before anything runs, so down() can always clean up
+
+        etcd_client = f"http://127.0.0.1:{ports['etcd_client']}"
+        etcd_peer = f"http://127.0.0.1:{ports['etcd_peer']}"
+        info.pids["etcd"] = self._spawn(
+            "etcd",
+            [
+                str(binaries["etcd"]),
+                "--name=lab",
+                f"--data-dir={sd / 'etcd'}",
+                f"--listen-client-urls={etcd_client}",
+                f"--advertise-client-urls={etcd_client}",
+                f"--listen-peer-urls={etcd_peer}",
+                f"--initial-advertise-peer-urls={etcd_peer}",
+                f"--initial-cluster=lab={etcd_peer}",
+                "--log-level=warn",
+                # A throw-away lab: durability across power loss buys nothing here.
+                "--unsafe-no-fsync",
+            ],
+        )
+        self._save(info)
+        p = pki_dir
+        info.pids["kube-apiserver"] = self._spawn(
+            "kube-apiserver",
+            [
+                str(binaries["kube-apiserver"]),
+                f"--etcd-servers={etcd_client}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['apiserver']}",
+                f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}",
+                f"--client-ca-file={p / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                # Service IPs are only allocated, never routed: nothing here sends traffic to them.
+                "--service-cluster-ip-range=10.96.0.0/24",
+                # No endpoints for the 'kubernetes' service: a loopback endpoint is invalid.
+                "--endpoint-reconciler-type=none",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={p / 'sa.pub'}",
+                f"--service-account-signing-key-file={p / 'sa.key'}",
+                # The aggregation layer, for APIServices such as subresources.kubevirt.io.
+                f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+                "--enable-aggregator-routing=false",
+            ],
+        )
+        self._save(info)
+        self._write_kubeconfig(info)
+        self._wait_ready(info, started)
+        info.healthy = True
+        self._save(info)
+        return info
+
+    def _wait_ready(self, info: LabInfo, started: float) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        next_note = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if not self._processes_alive(info):
+                dead = [c for c, e in info.pids.items() if _start_ticks(e["pid"]) != e["ticks"]]
+                raise LabError(f"{', '.join(dead)} exited; see {info.state_dir}/logs/")
+            if self._ready(info):
+                _say(f"kube-apiserver ready at {info.server} after {time.monotonic() - started:.1f}s")
+                return
+            if time.monotonic() >= next_note:
+                _say(f"waiting for {info.server}/readyz ({time.monotonic() - started:.0f}s)")
+                next_note += 5
+            time.sleep(0.2)
+        raise LabError(f"kube-apiserver not ready after {READY_TIMEOUT:.0f}s; see {info.state_dir}/logs/")
+
+    def _write_kubeconfig(self, info: LabInfo) -> None:
+        import base64
+
+        def b64(name: str) -> str:
+            return base64.b64encode((Path(info.state_dir) / "pki" / name).read_bytes()).decode()
+
+        ctx = f"virtops-lab-{self.name}"
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": ctx, "cluster": {"server": info.server, "certificate-authority-data": b64("ca.crt")}}
+            ],
+            "users": [
+                {
+                    "name": f"{ctx}-admin",
+                    "user": {"client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")},
+                }
+            ],
+            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-admin"}}],
+            "current-context": ctx,
+        }
+        fd = os.open(info.kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(config, f, indent=2)  # JSON is valid YAML; no extra dependency
