@@ -67,13 +67,23 @@ def _kube_ldflags(version: str) -> str:
     return "-s -w " + " ".join(f"-X {pkg}.{k}={v}" for k, v in stamps.items())
 
 
-KUBE_APISERVER = Component(
-    name="kube-apiserver",
-    version=KUBERNETES_VERSION,
-    module_dir="kube-apiserver",
-    package="k8s.io/kubernetes/cmd/kube-apiserver",
-    ldflags=_kube_ldflags(KUBERNETES_VERSION),
-)
+def _kube(name: str) -> Component:
+    return Component(
+        name=name,
+        version=KUBERNETES_VERSION,
+        module_dir="kubernetes",
+        package=f"k8s.io/kubernetes/cmd/{name}",
+        ldflags=_kube_ldflags(KUBERNETES_VERSION),
+    )
+
+
+KUBE_APISERVER = _kube("kube-apiserver")
+# Runs the namespace, garbage-collector and clusterrole-aggregation controllers,
+# so namespaces finish deleting, owned objects cascade and kubevirt.io:* roles
+# aggregate into view/edit/admin as on a real cluster.
+KUBE_CONTROLLER_MANAGER = _kube("kube-controller-manager")
+# A kubectl of the same release, so the demo has no version-skew warnings.
+KUBECTL = _kube("kubectl")
 ETCD = Component(
     name="etcd",
     version=ETCD_VERSION,
@@ -81,6 +91,7 @@ ETCD = Component(
     package=".",
     ldflags="-s -w",
 )
+COMPONENTS = (ETCD, KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBECTL)
 
 
 def _say(msg: str) -> None:
@@ -159,4 +170,4 @@ def ensure_binary(component: Component) -> Path:
 
 
 def ensure_binaries() -> dict[str, Path]:
-    return {c.name: ensure_binary(c) for c in (ETCD, KUBE_APISERVER)}
+    return {c.name: ensure_binary(c) for c in COMPONENTS}

@@ -26,6 +26,8 @@ from virtops.lab import build, pki
 from virtops.lab.versions import ETCD_VERSION, KUBERNETES_VERSION
 
 READY_TIMEOUT = 180.0
+# Started in this order, stopped in reverse: nothing ever loses what it depends on.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
 STOP_TIMEOUT = 15.0
 
 
@@ -60,17 +62,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None if it is gone."""
+def _start_ticks(pid: int, *, zombies: bool = False) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone.
+
+    A zombie counts as gone unless ``zombies`` is true (it still holds its pid).
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name may hold spaces or parentheses: split after the last ')'.
     fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has already exited
+    if fields[0] == "Z" and not zombies:
         return None
     return int(fields[19])
+
+
+def _reap(pid: int) -> None:
+    """Wait until the process has fully exited and is reaped, so its ports are free.
+
+    A Go program's leader thread turns zombie before its other threads finish;
+    when the process is our child (the pytest fixture's case) we reap it, else
+    its parent (init) does and we only watch /proc.
+    """
+    try:
+        os.waitpid(pid, 0)
+        return
+    except ChildProcessError:
+        pass
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _say(msg: str) -> None:
@@ -89,7 +111,7 @@ class ControlPlane:
     def up(self) -> LabInfo:
         current = self._load()
         if current and self._processes_alive(current) and self._ready(current):
-            current.healthy = True
+            current.healthy, current.changed = True, False
             return current
         if current or self.state_dir.exists():
             _say(f"lab {self.name!r} is not healthy; clearing it before a fresh start")
@@ -115,8 +137,7 @@ class ControlPlane:
         info = self._load()
         existed = self.state_dir.exists()
         if info:
-            # The API server first, so it never sees its storage vanish underneath it.
-            for component in ("kube-apiserver", "etcd"):
+            for component in reversed(COMPONENTS):
                 entry = info.pids.get(component)
                 if entry:
                     self._stop(component, entry["pid"], entry["ticks"])
@@ -140,22 +161,25 @@ class ControlPlane:
 
     @staticmethod
     def _processes_alive(info: LabInfo) -> bool:
-        return all(_start_ticks(e["pid"]) == e["ticks"] for e in info.pids.values()) and len(info.pids) == 2
+        return len(info.pids) == len(COMPONENTS) and all(
+            _start_ticks(e["pid"]) == e["ticks"] for e in info.pids.values()
+        )
 
     @staticmethod
     def _stop(component: str, pid: int, ticks: int) -> None:
-        if _start_ticks(pid) != ticks:
-            return  # already gone, or the pid now belongs to someone else
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline:
-            if _start_ticks(pid) != ticks:
-                return
-            time.sleep(0.05)
-        _say(f"{component} (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f}s; killing it")
-        os.kill(pid, signal.SIGKILL)
-        while _start_ticks(pid) == ticks:
-            time.sleep(0.05)
+        if _start_ticks(pid, zombies=True) != ticks:
+            return  # already gone, or the pid is someone else's now
+        if _start_ticks(pid) == ticks:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while _start_ticks(pid) == ticks and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if _start_ticks(pid) == ticks:
+                _say(f"{component} (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f}s; killing it")
+                os.kill(pid, signal.SIGKILL)
+                while _start_ticks(pid) == ticks:
+                    time.sleep(0.05)
+        _reap(pid)
 
     def _ssl_context(self, info: LabInfo) -> ssl.SSLContext:
         pki_dir = Path(info.state_dir) / "pki"
@@ -193,6 +217,9 @@ class ControlPlane:
         started = time.monotonic()
         sd = self.state_dir
         (sd / "logs").mkdir()
+        # kubectl of the lab's own release, for PATH=$STATE_DIR/bin:$PATH
+        (sd / "bin").mkdir()
+        (sd / "bin" / "kubectl").symlink_to(binaries["kubectl"])
         pki_dir = sd / "pki"
         pki.write_pki(pki_dir)
         ports = {"etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port()}
@@ -204,7 +231,7 @@ class ControlPlane:
             server=server,
             ports=ports,
             pids={},
-            versions={"kube-apiserver": KUBERNETES_VERSION, "etcd": ETCD_VERSION},
+            versions={"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION},
             changed=True,
         )
         self._save(info)  # recorded before anything runs, so down() can always clean up
@@ -260,7 +287,24 @@ class ControlPlane:
             ],
         )
         self._save(info)
-        self._write_kubeconfig(info)
+        self._write_kubeconfig(info, info.kubeconfig, "admin")
+        controller_kubeconfig = str(sd / "controller-manager.kubeconfig")
+        self._write_kubeconfig(info, controller_kubeconfig, "controller-manager")
+        info.pids["kube-controller-manager"] = self._spawn(
+            "kube-controller-manager",
+            [
+                str(binaries["kube-controller-manager"]),
+                f"--kubeconfig={controller_kubeconfig}",
+                "--secure-port=0",  # no listener: nothing scrapes it in the lab
+                "--leader-elect=false",
+                "--controllers=namespace-controller,garbage-collector-controller,"
+                "clusterrole-aggregation-controller,serviceaccount-controller,serviceaccount-token-controller",
+                "--use-service-account-credentials=true",  # one identity per controller, as kubeadm does
+                f"--service-account-private-key-file={p / 'sa.key'}",
+                f"--root-ca-file={p / 'ca.crt'}",
+            ],
+        )
+        self._save(info)
         self._wait_ready(info, started)
         info.healthy = True
         self._save(info)
@@ -282,7 +326,7 @@ class ControlPlane:
             time.sleep(0.2)
         raise LabError(f"kube-apiserver not ready after {READY_TIMEOUT:.0f}s; see {info.state_dir}/logs/")
 
-    def _write_kubeconfig(self, info: LabInfo) -> None:
+    def _write_kubeconfig(self, info: LabInfo, path: str, user: str) -> None:
         import base64
 
         def b64(name: str) -> str:
@@ -297,13 +341,16 @@ class ControlPlane:
             ],
             "users": [
                 {
-                    "name": f"{ctx}-admin",
-                    "user": {"client-certificate-data": b64("admin.crt"), "client-key-data": b64("admin.key")},
+                    "name": f"{ctx}-{user}",
+                    "user": {
+                        "client-certificate-data": b64(f"{user}.crt"),
+                        "client-key-data": b64(f"{user}.key"),
+                    },
                 }
             ],
-            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-admin"}}],
+            "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-{user}"}}],
             "current-context": ctx,
         }
-        fd = os.open(info.kubeconfig, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(config, f, indent=2)  # JSON is valid YAML; no extra dependency

@@ -125,6 +125,11 @@ def write_pki(pki: Path) -> None:
     (pki / "admin.crt").write_bytes(crt)
     _write_private(pki / "admin.key", key)
 
+    # The bootstrap RBAC policy already binds this user to the controllers' roles.
+    crt, key = ca.issue("system:kube-controller-manager", client=True)
+    (pki / "controller-manager.crt").write_bytes(crt)
+    _write_private(pki / "controller-manager.key", key)
+
     # kube-apiserver presents this to aggregated API servers (--requestheader-allowed-names).
     crt, key = front.issue("front-proxy-client", client=True)
     (pki / "front-proxy-client.crt").write_bytes(crt)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Make sure libvirtd and virtlogd run. On a systemd host ask systemd; elsewhere
+# (containers, CI sandboxes) start the daemons ourselves in daemon mode.
+set -euo pipefail
+say() { printf '[libvirt] %s\n' "$*" >&2; }
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+if [ -d /run/systemd/system ]; then
+  sudo_ systemctl start virtlogd.socket libvirtd.socket libvirtd.service
+else
+  pgrep -x virtlogd >/dev/null || { say "starting virtlogd -d (no systemd)"; sudo_ virtlogd -d; }
+  pgrep -x libvirtd >/dev/null || { say "starting libvirtd -d (no systemd)"; sudo_ libvirtd -d; }
+fi
+for _ in $(seq 1 50); do
+  sudo_ virsh -c qemu:///system version >/dev/null 2>&1 && exit 0
+  sleep 0.2
+done
+say "libvirtd does not answer on qemu:///system"; exit 1

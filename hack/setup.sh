@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up everything the demo and the tests need on this machine. Idempotent:
+# a second run only checks. Needs root (or sudo) for Debian packages and libvirtd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+say() { printf '[setup] %s\n' "$*" >&2; }
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# 1. libvirt and qemu from Debian's packages.
+packages=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config busybox-static)
+missing=()
+for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]} (a few minutes on a fresh machine)"
+  sudo_ apt-get update -q
+  sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# 2. libvirt daemons. Without systemd we start them ourselves (virtlogd first:
+#    a domain start needs its socket).
+"$root/hack/libvirt-up.sh"
+
+# 3. Python tools in .venv, reinstalled only when requirements change.
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv"
+  python3 -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+want=$(cat requirements-dev.txt services/pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing Python requirements into .venv (pip progress follows)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install --progress-bar off -r requirements-dev.txt -e "services[node]"
+  echo "$want" > "$stamp"
+fi
+
+# 4. This checkout as the collection virtops.kubevirt (ansible.cfg points here).
+mkdir -p .cache/collections/ansible_collections/virtops
+ln -sfn "$root" .cache/collections/ansible_collections/virtops/kubevirt
+
+# 5. ansible-test sanity offline: it runs this file instead of downloading get-pip.
+mkdir -p ~/.ansible/test/cache
+cp hack/get_pip_offline.py ~/.ansible/test/cache/get_pip_24_2.py
+
+# 6. The lab's binaries (cold: ~10 minutes on 2 cores; warm: instant).
+.venv/bin/virtops-lab build >/dev/null
+say "ready"

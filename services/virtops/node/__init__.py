@@ -1,0 +1,1 @@
+"""Node side: what the node agent uses to drive libvirt."""

@@ -1,0 +1,63 @@
+"""The lab is a real, correctly configured control plane, and `down` leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+from virtops.lab import ControlPlane
+from virtops.lab.versions import KUBERNETES_VERSION
+
+
+def test_version_endpoint_tells_the_pinned_release(kubectl):
+    version = json.loads(kubectl("get", "--raw", "/version"))
+    assert version["gitVersion"] == KUBERNETES_VERSION
+    assert version["minor"] == KUBERNETES_VERSION.split(".")[1]
+
+
+def test_listens_only_on_loopback(lab):
+    assert lab.server.startswith("https://127.0.0.1:")
+    for port in lab.ports.values():
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_rbac_denies_an_unprivileged_user(kubectl):
+    denied = kubectl.run("auth", "can-i", "list", "pods", "--as=nobody", check=False)
+    assert denied.stdout.strip() == "no"
+
+
+def test_aggregation_layer_is_configured(kubectl):
+    cm = json.loads(
+        kubectl("get", "configmap", "-n", "kube-system", "extension-apiserver-authentication", "-o", "json")
+    )
+    assert "requestheader-client-ca-file" in cm["data"]
+    assert json.loads(cm["data"]["requestheader-allowed-names"]) == ["front-proxy-client"]
+
+
+def test_second_up_is_unchanged(lab):
+    again = ControlPlane(lab.name).up()
+    assert again.changed is False
+    assert again.pids == lab.pids
+
+
+def test_down_leaves_no_process_port_or_directory(tmp_path):
+    plane = ControlPlane(f"down-check-{os.getpid()}")
+    info = plane.up()
+    pids = [e["pid"] for e in info.pids.values()]
+    assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+
+    assert plane.down() is True
+
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" not in status.read_text()
+        assert not status.exists(), f"pid {pid} still exists"
+    for name, port in info.ports.items():
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"{name} port {port} still answers"
+    assert not Path(info.state_dir).exists()
+    assert plane.status() is None
+    assert plane.down() is False  # a second down has nothing to do
