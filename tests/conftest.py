@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CRDS = ROOT / "roles" / "cluster" / "files" / "crds.yaml"
-USER_ROLES = ROOT / "roles" / "cluster" / "files" / "rbac-user-roles.yaml"
+CRDS = ROOT / "roles" / "cluster" / "files" / "crds"
+USER_ROLES = ROOT / "roles" / "cluster" / "files" / "rbac"
 
 
 class Kubectl:
@@ -27,6 +27,7 @@ class Kubectl:
             input=stdin,
             capture_output=True,
             text=True,
+            check=False,  # the caller decides; the failure message carries kubectl's stderr
         )
         if check and proc.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")

@@ -116,8 +116,8 @@ def test_user_roles_aggregate_into_builtin_edit_and_view(kubevirt_api, namespace
     def can(user: str, verb: str, resource: str) -> bool:
         """Ask as the subresource API server will: a SubjectAccessReview (kubectl cannot
         resolve subresources.kubevirt.io before its APIService exists)."""
-        resource, _, sub = resource.partition("/")
-        plural, _, group = resource.partition(".")
+        resource, _slash, sub = resource.partition("/")
+        plural, _dot, group = resource.partition(".")
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
@@ -136,7 +136,7 @@ def test_user_roles_aggregate_into_builtin_edit_and_view(kubevirt_api, namespace
         return json.loads(out)["status"].get("allowed", False)
 
     # The clusterrole-aggregation controller fills the built-in roles asynchronously.
-    for _ in range(100):
+    for _attempt in range(100):
         if can("alice", "create", "virtualmachineinstances.kubevirt.io"):
             break
         time.sleep(0.1)

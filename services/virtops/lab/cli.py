@@ -26,14 +26,16 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "up":
             info = lab.up()
-            print(info.to_json() if args.json else f"lab {info.name} up: {info.server}\nexport KUBECONFIG={info.kubeconfig}")
+            human = f"lab {info.name} up: {info.server}\nexport KUBECONFIG={info.kubeconfig}"
+            print(info.to_json() if args.json else human)
             return 0
         if args.command == "status":
             info = lab.status()
             if info is None:
                 print('{"healthy": false, "exists": false}' if args.json else f"lab {args.name}: not running")
                 return 3
-            print(info.to_json() if args.json else f"lab {info.name}: {'healthy' if info.healthy else 'UNHEALTHY'} {info.server}")
+            health = "healthy" if info.healthy else "UNHEALTHY"
+            print(info.to_json() if args.json else f"lab {info.name}: {health} {info.server}")
             return 0 if info.healthy else 1
         changed = lab.down()
         print(f'{{"changed": {str(changed).lower()}}}' if args.json else f"lab {args.name}: down")

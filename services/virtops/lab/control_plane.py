@@ -204,7 +204,7 @@ class ControlPlane:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
             )
         ticks = None
-        for _ in range(100):
+        for _attempt in range(100):
             ticks = _start_ticks(proc.pid)
             if ticks is not None:
                 break

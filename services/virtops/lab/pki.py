@@ -41,7 +41,7 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
 class CertificateAuthority:
     def __init__(self, cn: str) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self.cert = (
             x509.CertificateBuilder()
             .subject_name(_name(cn))
@@ -69,7 +69,7 @@ class CertificateAuthority:
     ) -> tuple[bytes, bytes]:
         """A leaf certificate and key, both PEM."""
         key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
             [ExtendedKeyUsageOID.CLIENT_AUTH] if client else []
         )

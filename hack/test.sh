@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# README command 2: the whole test suite. Unit tests, ansible-test sanity,
+# then integration tests against a real lab (kube-apiserver + etcd) and libvirt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "Set up (idempotent)"
+hack/setup.sh
+
+step "Lint (ruff)"
+.venv/bin/ruff check services tests hack   # plugins/ get ansible-test sanity (pylint, py3.8+ rules)
+
+step "Unit tests"
+.venv/bin/python -m pytest tests/unit -q
+
+step "ansible-test sanity"
+hack/sanity.sh
+
+step "Integration tests (real lab and libvirt)"
+.venv/bin/python -m pytest tests/integration -q -p no:cacheprovider
+
+step "All green"
