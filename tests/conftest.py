@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import importlib
+import io
+import json
 import os
 import subprocess
+import sys
 import uuid
+from contextlib import redirect_stdout
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The checkout as ansible_collections.virtops.kubevirt (hack/setup.sh makes the same link).
+_COLLECTIONS = ROOT / ".cache" / "collections"
+_LINK = _COLLECTIONS / "ansible_collections" / "virtops" / "kubevirt"
+if not _LINK.exists():
+    _LINK.parent.mkdir(parents=True, exist_ok=True)
+    _LINK.symlink_to(ROOT)
+sys.path.insert(0, str(_COLLECTIONS))
+
+
+def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = False) -> dict:
+    """Run one of our modules in-process, exactly as Ansible would, and return its result."""
+    from ansible.module_utils.testing import patch_module_args
+
+    module = importlib.import_module(f"ansible_collections.virtops.kubevirt.plugins.modules.{name}")
+    args = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+    out = io.StringIO()
+    with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
+        module.main()
+    return json.loads(out.getvalue())
 CRDS = ROOT / "roles" / "cluster" / "files" / "crds"
 USER_ROLES = ROOT / "roles" / "cluster" / "files" / "rbac"
 
@@ -67,6 +92,16 @@ def kubevirt_api(kubectl):
         "--timeout=60s",
     )
     return kubectl
+
+
+@pytest.fixture
+def module(lab):
+    """run_module bound to the lab's kubeconfig: module("vmi", {...}, check_mode=...)."""
+
+    def call(name: str, args: dict, check_mode: bool = False, diff: bool = False) -> dict:
+        return run_module(name, dict({"kubeconfig": lab.kubeconfig}, **args), check_mode, diff)
+
+    return call
 
 
 @pytest.fixture

@@ -1,0 +1,70 @@
+# -*- coding: utf-8 -*-
+# Copyright: virtops.kubevirt contributors
+# Apache License 2.0 (see LICENSE)
+"""Argument specs shared by the modules; doc_fragments/ documents the same options."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import copy
+
+from ansible.module_utils.basic import env_fallback
+
+
+def _env(*names):
+    return (env_fallback, list(names))
+
+
+# kubernetes.core's names and K8S_AUTH_* variables, so module_defaults and existing
+# environments keep working when users switch.
+AUTH_ARG_SPEC = dict(
+    kubeconfig=dict(type="raw", fallback=_env("K8S_AUTH_KUBECONFIG")),
+    context=dict(type="str", fallback=_env("K8S_AUTH_CONTEXT")),
+    host=dict(type="str", fallback=_env("K8S_AUTH_HOST")),
+    api_key=dict(type="str", no_log=True, fallback=_env("K8S_AUTH_API_KEY")),
+    username=dict(type="str", fallback=_env("K8S_AUTH_USERNAME")),
+    password=dict(type="str", no_log=True, fallback=_env("K8S_AUTH_PASSWORD")),
+    validate_certs=dict(type="bool", aliases=["verify_ssl"], fallback=_env("K8S_AUTH_VERIFY_SSL")),
+    ca_cert=dict(type="path", aliases=["ssl_ca_cert"], fallback=_env("K8S_AUTH_SSL_CA_CERT")),
+    client_cert=dict(type="path", aliases=["cert_file"], fallback=_env("K8S_AUTH_CERT_FILE")),
+    client_key=dict(type="path", aliases=["key_file"], no_log=False, fallback=_env("K8S_AUTH_KEY_FILE")),
+    proxy=dict(type="str", fallback=_env("K8S_AUTH_PROXY")),
+    no_proxy=dict(type="str", fallback=_env("K8S_AUTH_NO_PROXY")),
+    impersonate_user=dict(type="str", fallback=_env("K8S_AUTH_IMPERSONATE_USER")),
+    impersonate_groups=dict(type="list", elements="str", fallback=_env("K8S_AUTH_IMPERSONATE_GROUPS")),
+)
+
+WAIT_FOR_SPEC = dict(
+    type="dict",
+    options=dict(
+        phase=dict(
+            type="str",
+            choices=["Pending", "Scheduling", "Scheduled", "Running", "Succeeded", "Failed", "Unknown"],
+        ),
+        condition=dict(type="str"),
+        status=dict(type="str", default="True", choices=["True", "False", "Unknown"]),
+        reason=dict(type="str"),
+    ),
+    mutually_exclusive=[["phase", "condition"]],
+)
+
+WAIT_ARG_SPEC = dict(
+    wait=dict(type="bool", default=False),
+    wait_for=WAIT_FOR_SPEC,
+    wait_timeout=dict(type="int", default=120),
+)
+
+
+def auth_spec():
+    return copy.deepcopy(AUTH_ARG_SPEC)
+
+
+def wait_spec(default_wait=False):
+    spec = copy.deepcopy(WAIT_ARG_SPEC)
+    spec["wait"]["default"] = default_wait
+    return spec
+
+
+def auth_params(params):
+    return dict((k, params.get(k)) for k in AUTH_ARG_SPEC)

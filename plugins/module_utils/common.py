@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright: virtops.kubevirt contributors
+# Apache License 2.0 (see LICENSE)
+"""What every module's main() does around its service: dependencies, client, errors."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible.module_utils.basic import missing_required_lib
+
+from ansible_collections.virtops.kubevirt.plugins.module_utils.args import auth_params
+from ansible_collections.virtops.kubevirt.plugins.module_utils.client import (
+    HAS_URLLIB3,
+    HAS_YAML,
+    URLLIB3_IMPORT_ERROR,
+    KubeClient,
+    resolve_settings,
+)
+from ansible_collections.virtops.kubevirt.plugins.module_utils.errors import (
+    KubeVirtOpsError,
+    WaitTimeoutError,
+)
+
+
+def check_requirements(module):
+    if not HAS_URLLIB3:
+        module.fail_json(msg=missing_required_lib("urllib3"), exception=str(URLLIB3_IMPORT_ERROR))
+    if not HAS_YAML:
+        module.fail_json(msg=missing_required_lib("PyYAML"))
+
+
+def client_for(module):
+    """A KubeClient from the module's auth options (settings errors name the option)."""
+    settings = resolve_settings(auth_params(module.params))
+    return KubeClient(settings, user_agent="virtops.kubevirt/" + module._name.split(".")[-1])
+
+
+def run(module, action):
+    """Run ``action(client)`` and exit with its result, or fail with one clear message."""
+    check_requirements(module)
+    try:
+        result = action(client_for(module))
+    except WaitTimeoutError as exc:
+        module.fail_json(msg=str(exc), last_seen=exc.last_seen or {})
+    except KubeVirtOpsError as exc:
+        module.fail_json(msg=str(exc))
+    if not module._diff:
+        result.pop("diff", None)
+    module.exit_json(**result)
