@@ -22,6 +22,7 @@ _LINK = _COLLECTIONS / "ansible_collections" / "virtops" / "kubevirt"
 if not _LINK.exists():
     _LINK.parent.mkdir(parents=True, exist_ok=True)
     _LINK.symlink_to(ROOT)
+
 sys.path.insert(0, str(_COLLECTIONS))
 
 
@@ -35,6 +36,8 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
     with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
         module.main()
     return json.loads(out.getvalue())
+
+
 CRDS = ROOT / "roles" / "cluster" / "files" / "crds"
 USER_ROLES = ROOT / "roles" / "cluster" / "files" / "rbac"
 

@@ -22,15 +22,17 @@ description:
   - Check mode asks the API server for a dry run (C(dryRun=All)), so it reports validation and admission errors
     as a real run would, and changes nothing.
 author:
-  - virtops.kubevirt maintainers
+  - virtops.kubevirt maintainers (@virtops)
 extends_documentation_fragment:
   - virtops.kubevirt.auth
   - virtops.kubevirt.auth.WAIT
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Server-side dry run for create, patch and delete.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: full
     details: Before and after, without resourceVersion, generation, managedFields, uid and O(hidden_fields).
 options:
@@ -161,7 +163,7 @@ summary:
   contains:
     name: {description: Name., type: str, returned: when the VMI exists}
     namespace: {description: Namespace., type: str, returned: when the VMI exists}
-    phase: {description: C(status.phase), empty before the controller acts., type: str, returned: when the VMI exists}
+    phase: {description: "C(status.phase); empty before a controller acts.", type: str, returned: when the VMI exists}
     node: {description: C(status.nodeName)., type: str, returned: when the VMI exists}
     ip: {description: The first interface's IP address., type: str, returned: when the VMI exists}
     ready: {description: The C(Ready) condition is C(True)., type: bool, returned: when the VMI exists}

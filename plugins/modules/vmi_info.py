@@ -17,15 +17,17 @@ description:
   - Can wait, by watching the API, until the VMI (or each listed VMI) reaches a phase or condition.
   - Never changes anything.
 author:
-  - virtops.kubevirt maintainers
+  - virtops.kubevirt maintainers (@virtops)
 extends_documentation_fragment:
   - virtops.kubevirt.auth
   - virtops.kubevirt.auth.WAIT
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details: Read-only; runs the same in check mode.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode).
     support: none
 options:
   name:

@@ -35,3 +35,21 @@ def test_lab_playbook_is_idempotent_and_check_mode_safe():
         down = play("-e", f"lab_name={name}", "-e", "lab_state=down")
     assert recap(down)["changed"] == 1
     assert not Path(f"/tmp/virtops-lab/{name}").exists()
+
+
+def test_vmi_playbook_second_run_reports_no_change(lab, kubevirt_api, namespace):
+    extra = ["-e", f"kubeconfig={lab.kubeconfig}", "-e", f"vmi_namespace={namespace}"]
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "tests/integration/playbooks/vmi_declare.yml"]
+
+    def run(*more):
+        proc = subprocess.run(cmd + extra + list(more), cwd=ROOT, env=env, capture_output=True, text=True,
+                              check=False)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        return recap(proc)
+
+    assert run("--check")["changed"] == 2
+    assert kubevirt_api("-n", namespace, "get", "vmis", "-o", "name") == ""
+    assert run()["changed"] == 2
+    assert run()["changed"] == 0
+    assert run("--check", "--diff")["changed"] == 0
