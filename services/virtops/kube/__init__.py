@@ -1,0 +1,13 @@
+"""The services' one way to talk to the Kubernetes API (the modules have their own in plugins/)."""
+
+from virtops.kube.client import (
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    GoneError,
+    KubeClient,
+    NotFoundError,
+    path_for,
+)
+
+__all__ = ["ApiError", "ConflictError", "ForbiddenError", "GoneError", "KubeClient", "NotFoundError", "path_for"]
