@@ -1,0 +1,349 @@
+"""The controller's reconcile loops: schedule pending VMIs, watch node leases, mark VMIs of dead nodes.
+
+List+watch keeps an in-memory view of VMIs and node leases; a single worker
+acts on a queue of VMI keys, so two events for one VMI never race. Leases only
+tell liveness by the *absence* of renewals, so node health is also checked on a
+short timer. Only the elected leader acts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+from virtops.controller.quantity import parse
+from virtops.controller.scheduling import Node, choose_node
+from virtops.kube import ConflictError, GoneError, KubeClient, NotFoundError, path_for
+
+log = logging.getLogger("virtops.controller")
+
+VMI_API = "kubevirt.io/v1"
+NODE_LABEL = "kubevirt.io/nodeName"
+# Written by the node agent on its heartbeat Lease (see virtops.agent).
+CAPACITY_ANNOTATION = "virtops.kubevirt.io/capacity"
+LABELS_ANNOTATION = "virtops.kubevirt.io/node-labels"
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def rfc3339(t: datetime.datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    if not value:
+        return None
+    value = value.replace("Z", "+00:00")
+    return datetime.datetime.fromisoformat(value)
+
+
+def node_from_lease(lease: dict) -> Node | None:
+    """A schedulable node from an agent's heartbeat Lease; None for leases that are not agents'."""
+    meta = lease.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    if CAPACITY_ANNOTATION not in annotations:
+        return None
+    spec = lease.get("spec") or {}
+    capacity = json.loads(annotations[CAPACITY_ANNOTATION] or "{}")
+    labels = json.loads(annotations.get(LABELS_ANNOTATION) or "{}")
+    return Node(
+        name=spec.get("holderIdentity") or meta["name"],
+        labels=labels,
+        cpu=parse(capacity.get("cpu", 0)),
+        memory=parse(capacity.get("memory", 0)),
+        renewed=parse_time(spec.get("renewTime")),
+        lease_seconds=int(spec.get("leaseDurationSeconds") or 40),
+    )
+
+
+def key_of(obj: dict) -> tuple[str, str]:
+    meta = obj["metadata"]
+    return meta["namespace"], meta["name"]
+
+
+class Informer(threading.Thread):
+    """List, then watch from the list's resourceVersion; re-list on 410 Gone. Calls back per event."""
+
+    def __init__(self, client: KubeClient, path: str, on_event: Callable[[str, dict], None],
+                 stop: threading.Event, query: dict | None = None, name: str = "informer") -> None:
+        super().__init__(name=name, daemon=True)
+        self.client, self.path, self.on_event, self.stop_event, self.query = client, path, on_event, stop, query
+        self.synced = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                items, version = self.client.list(self.path, self.query)
+                self.on_event("SYNC", {"items": items})
+                self.synced.set()
+                while not self.stop_event.is_set():
+                    for event in self.client.watch(self.path, dict(self.query or {}, resourceVersion=version), 60):
+                        obj = event["object"]
+                        version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                        if event["type"] != "BOOKMARK":
+                            self.on_event(event["type"], obj)
+                        if self.stop_event.is_set():
+                            return
+            except GoneError:
+                continue  # too old: list again
+            except Exception as exc:  # noqa: BLE001 - a broken connection must not end the controller
+                if not self.stop_event.is_set():
+                    log.warning("%s: watch failed (%s); listing again in 1s", self.name, exc)
+                self.stop_event.wait(1)
+
+
+class Controller:
+    def __init__(self, client: KubeClient, *, lease_namespace: str = "kube-node-lease",
+                 node_grace_seconds: float = 60.0, health_interval: float = 2.0) -> None:
+        self.client = client
+        self.lease_namespace = lease_namespace
+        self.node_grace_seconds = node_grace_seconds
+        self.health_interval = health_interval
+        self.stop_event = threading.Event()
+        self.vmis: dict[tuple[str, str], dict] = {}
+        self.nodes: dict[str, Node] = {}
+        self.lock = threading.Lock()
+        self.queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.threads: list[threading.Thread] = []
+
+    # --- event intake ---------------------------------------------------------
+    def _on_vmi(self, kind: str, obj: dict) -> None:
+        with self.lock:
+            if kind == "SYNC":
+                self.vmis = {key_of(o): o for o in obj["items"]}
+                keys = list(self.vmis)
+            elif kind == "DELETED":
+                self.vmis.pop(key_of(obj), None)
+                keys = []
+            else:
+                self.vmis[key_of(obj)] = obj
+                keys = [key_of(obj)]
+        for key in keys:
+            self.queue.put(key)
+
+    def _on_lease(self, kind: str, obj: dict) -> None:
+        with self.lock:
+            if kind == "SYNC":
+                self.nodes = {n.name: n for n in map(node_from_lease, obj["items"]) if n}
+            elif kind == "DELETED":
+                node = node_from_lease(obj)
+                if node:
+                    self.nodes.pop(node.name, None)
+            else:
+                node = node_from_lease(obj)
+                if node:
+                    self.nodes[node.name] = node
+            pending = [k for k, v in self.vmis.items() if self._needs_scheduling(v)]
+        for key in pending:  # a node came or changed: pending VMIs may fit now
+            self.queue.put(key)
+
+    # --- decisions --------------------------------------------------------------
+    @staticmethod
+    def _needs_scheduling(vmi: dict) -> bool:
+        status = vmi.get("status") or {}
+        return (
+            not (vmi.get("metadata") or {}).get("deletionTimestamp")
+            and not status.get("nodeName")
+            and status.get("phase", "") in ("", "Pending", "Scheduling")
+        )
+
+    def reconcile(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            vmi = self.vmis.get(key)
+            nodes = list(self.nodes.values())
+            placed = [v for v in self.vmis.values() if (v.get("status") or {}).get("nodeName")]
+        if vmi is None or not self._needs_scheduling(vmi):
+            return
+        ns, name = key
+        path = path_for(VMI_API, "virtualmachineinstances", ns, name)
+        node, why = choose_node(vmi, nodes, placed, now_utc())
+        version = vmi["metadata"]["resourceVersion"]
+        stamp = rfc3339(now_utc())
+        try:
+            if node is None:
+                cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why,
+                        "lastProbeTime": None, "lastTransitionTime": stamp}
+                old = self._condition(vmi, "PodScheduled")
+                same = all(old.get(k) == cond[k] for k in ("status", "reason", "message"))
+                if same and (vmi.get("status") or {}).get("phase") == "Pending":
+                    return  # already says exactly this: no write, no event storm
+                self._patch_status(path, version, vmi, {"phase": "Pending"}, cond)
+                self._event(vmi, "Warning", "FailedScheduling", why)
+                return
+            self._patch_status(path, version, vmi, {"phase": "Scheduling"}, None)
+            fresh = self.client.get(path)
+            labels = dict(fresh["metadata"].get("labels") or {}, **{NODE_LABEL: node})
+            status = dict(fresh.get("status") or {})
+            status.update(phase="Scheduled", nodeName=node)
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
+            status["conditions"].append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                         "lastTransitionTime": stamp})
+            self.client.json_patch(path, [
+                {"op": "test", "path": "/metadata/resourceVersion", "value": fresh["metadata"]["resourceVersion"]},
+                {"op": "replace" if fresh["metadata"].get("labels") else "add", "path": "/metadata/labels",
+                 "value": labels},
+                {"op": "replace" if "status" in fresh else "add", "path": "/status", "value": status},
+            ])
+            self._event(vmi, "Normal", "Scheduled", f"VirtualMachineInstance scheduled to node {node}")
+            log.info("scheduled %s/%s to %s", ns, name, node)
+        except (ConflictError, NotFoundError):
+            pass  # changed or gone meanwhile: the watch brings the new version
+        except Exception as exc:  # noqa: BLE001
+            if "test operation" in str(exc) or getattr(exc, "status", 0) == 422:
+                return
+            log.exception("scheduling %s/%s failed", ns, name)
+
+    @staticmethod
+    def _condition(vmi: dict, ctype: str) -> dict:
+        for c in (vmi.get("status") or {}).get("conditions") or []:
+            if c.get("type") == ctype:
+                return c
+        return {}
+
+    def _patch_status(self, path: str, version: str, vmi: dict, fields: dict, condition: dict | None) -> None:
+        status = dict(vmi.get("status") or {}, **fields)
+        if condition:
+            status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != condition["type"]]
+            status["conditions"].append(condition)
+        self.client.json_patch(path, [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+            {"op": "replace" if "status" in vmi else "add", "path": "/status", "value": status},
+        ])
+
+    def _event(self, vmi: dict, etype: str, reason: str, message: str) -> None:
+        meta = vmi["metadata"]
+        stamp = rfc3339(now_utc())
+        try:
+            self.client.create(path_for("v1", "events", meta["namespace"]), {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"generateName": meta["name"] + ".", "namespace": meta["namespace"]},
+                "involvedObject": {"apiVersion": VMI_API, "kind": "VirtualMachineInstance", "name": meta["name"],
+                                   "namespace": meta["namespace"], "uid": meta.get("uid")},
+                "type": etype, "reason": reason, "message": message,
+                "source": {"component": "virtops-controller"}, "reportingComponent": "virtops-controller",
+                "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+            })
+        except Exception:  # noqa: BLE001 - events are best effort
+            log.debug("event %s for %s not written", reason, meta["name"], exc_info=True)
+
+    def check_node_health(self) -> None:
+        """Mark VMIs of nodes whose lease expired; fail them after node_grace_seconds."""
+        now = now_utc()
+        with self.lock:
+            dead = {n.name: n for n in self.nodes.values() if not n.alive(now)}
+            victims = [v for v in self.vmis.values()
+                       if (v.get("status") or {}).get("nodeName") in dead
+                       and (v.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+        for vmi in victims:
+            node = dead[vmi["status"]["nodeName"]]
+            path = path_for(VMI_API, "virtualmachineinstances", *key_of(vmi))
+            since = rfc3339(node.renewed) if node.renewed else "it started"
+            message = f"node {node.name} has not renewed its lease since {since}"
+            try:
+                if node.expired_since(now) >= self.node_grace_seconds:
+                    cond = {"type": "Ready", "status": "False", "reason": "NodeUnresponsive", "message": message,
+                            "lastProbeTime": None, "lastTransitionTime": rfc3339(now)}
+                    self._patch_status(path, vmi["metadata"]["resourceVersion"], vmi,
+                                       {"phase": "Failed", "reason": "NodeUnresponsive"}, cond)
+                    self._event(vmi, "Warning", "NodeUnresponsive", message + "; the VMI failed")
+                elif self._condition(vmi, "Ready").get("reason") != "NodeUnresponsive":
+                    cond = {"type": "Ready", "status": "False", "reason": "NodeUnresponsive", "message": message,
+                            "lastProbeTime": None, "lastTransitionTime": rfc3339(now)}
+                    self._patch_status(path, vmi["metadata"]["resourceVersion"], vmi, {}, cond)
+            except Exception:  # noqa: BLE001 - retried on the next tick
+                log.debug("marking %s failed", key_of(vmi), exc_info=True)
+
+    # --- running ------------------------------------------------------------------
+    def _worker(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                key = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self.reconcile(key)
+
+    def _health_loop(self) -> None:
+        while not self.stop_event.wait(self.health_interval):
+            self.check_node_health()
+
+    def start(self) -> None:
+        self.threads = [
+            Informer(self.client, path_for(VMI_API, "virtualmachineinstances"), self._on_vmi, self.stop_event,
+                     name="vmi-informer"),
+            Informer(self.client, path_for("coordination.k8s.io/v1", "leases", self.lease_namespace),
+                     self._on_lease, self.stop_event, name="lease-informer"),
+            threading.Thread(target=self._worker, name="scheduler", daemon=True),
+            threading.Thread(target=self._health_loop, name="node-health", daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+class LeaderElector:
+    """Leader election on a coordination.k8s.io Lease: only one controller replica acts."""
+
+    def __init__(self, client: KubeClient, identity: str, namespace: str = "kubevirt",
+                 name: str = "virtops-controller", duration: int = 15) -> None:
+        self.client, self.identity, self.namespace, self.name, self.duration = (
+            client, identity, namespace, name, duration)
+        self.path = path_for("coordination.k8s.io/v1", "leases", namespace, name)
+
+    def try_acquire(self) -> bool:
+        now = now_utc()
+        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration,
+                "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        try:
+            lease = self.client.get(self.path)
+        except NotFoundError:
+            try:
+                self.client.create(path_for("coordination.k8s.io/v1", "leases", self.namespace), {
+                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace},
+                    "spec": dict(spec, acquireTime=spec["renewTime"])})
+                return True
+            except ConflictError:
+                return False
+        held = lease.get("spec") or {}
+        renewed = parse_time(held.get("renewTime"))
+        expired = renewed is None or now > renewed + datetime.timedelta(seconds=held.get("leaseDurationSeconds", 15))
+        if held.get("holderIdentity") != self.identity and not expired:
+            return False
+        lease["spec"] = dict(held, **spec)
+        try:
+            self.client.update(self.path, lease)  # resourceVersion in the body: optimistic
+            return True
+        except ConflictError:
+            return False
+
+    def run(self, on_started: Callable[[], None], stop: threading.Event) -> None:
+        """Block until leader, call on_started, keep renewing; stop everything if leadership is lost."""
+        while not stop.is_set() and not self.try_acquire():
+            stop.wait(2)
+        if stop.is_set():
+            return
+        log.info("%s is the leader", self.identity)
+        on_started()
+        while not stop.wait(self.duration / 3):
+            if not self.try_acquire():
+                log.error("lost leadership; stopping")
+                stop.set()
+
+
+def ensure_namespace(client: KubeClient, name: str) -> None:
+    try:
+        client.create(path_for("v1", "namespaces"), {"apiVersion": "v1", "kind": "Namespace",
+                                                     "metadata": {"name": name}})
+    except ConflictError:
+        pass
+
+
+__all__ = ["Controller", "LeaderElector", "ensure_namespace"]

@@ -1,0 +1,138 @@
+"""The controller against the real lab: schedules onto live nodes, explains why not, fails VMIs of dead nodes.
+
+Node agents are played by writing their heartbeat Leases (the real agent has its own tests).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import time
+import uuid
+
+import pytest
+
+from virtops.controller.controller import (
+    CAPACITY_ANNOTATION,
+    LABELS_ANNOTATION,
+    Controller,
+    LeaderElector,
+    ensure_namespace,
+)
+from virtops.kube import KubeClient, path_for
+
+
+def wait_until(predicate, attempts=200, delay=0.05):
+    for _attempt in range(attempts):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(delay)
+    raise AssertionError("condition not reached")
+
+
+@pytest.fixture
+def client(lab):
+    return KubeClient.from_kubeconfig(lab.kubeconfig)
+
+
+@pytest.fixture
+def lease_ns(client):
+    name = f"leases-{uuid.uuid4().hex[:6]}"
+    ensure_namespace(client, name)
+    return name
+
+
+def heartbeat(client, ns, node, memory="4Gi", cpu="2", labels=None, age=0, duration=40):
+    renew = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=age)
+    body = {
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": node, "namespace": ns, "annotations": {
+            CAPACITY_ANNOTATION: json.dumps({"cpu": cpu, "memory": memory}),
+            LABELS_ANNOTATION: json.dumps(labels or {}),
+        }},
+        "spec": {"holderIdentity": node, "leaseDurationSeconds": duration,
+                 "renewTime": renew.strftime("%Y-%m-%dT%H:%M:%S.%fZ")},
+    }
+    path = path_for("coordination.k8s.io/v1", "leases", ns, node)
+    try:
+        current = client.get(path)
+        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+        client.update(path, body)
+    except Exception:  # noqa: BLE001 - first heartbeat
+        client.create(path_for("coordination.k8s.io/v1", "leases", ns), body)
+
+
+@pytest.fixture
+def controller(client, lease_ns):
+    ctl = Controller(client, lease_namespace=lease_ns, node_grace_seconds=1.0, health_interval=0.2)
+    ctl.start()
+    yield ctl
+    ctl.stop()
+
+
+def vmi(name, memory="1Gi", **spec):
+    return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": name},
+            "spec": dict({"domain": {"devices": {}, "resources": {"requests": {"memory": memory}}}}, **spec)}
+
+
+def get(client, ns, name):
+    obj = client.get(path_for("kubevirt.io/v1", "virtualmachineinstances", ns, name))
+    obj.setdefault("status", {})
+    return obj
+
+
+def create(client, ns, body):
+    client.create(path_for("kubevirt.io/v1", "virtualmachineinstances", ns), body)
+
+
+def test_schedules_onto_a_live_node_that_fits(client, kubevirt_api, namespace, lease_ns, controller):
+    heartbeat(client, lease_ns, "small", memory="512Mi")
+    heartbeat(client, lease_ns, "big", memory="8Gi", labels={"disk": "ssd"})
+    create(client, namespace, vmi("v1", nodeSelector={"disk": "ssd"}))
+    got = wait_until(lambda: (o := get(client, namespace, "v1"))["status"].get("phase") == "Scheduled" and o)
+    assert got["status"]["nodeName"] == "big"
+    assert got["metadata"]["labels"]["kubevirt.io/nodeName"] == "big"
+    shown = kubevirt_api("-n", namespace, "get", "vmi", "v1", "--no-headers").split()
+    assert shown[2:4] == ["Scheduled", "big"] or "big" in shown
+
+
+def test_unschedulable_stays_pending_with_the_reason(client, kubevirt_api, namespace, lease_ns, controller):
+    heartbeat(client, lease_ns, "tiny", memory="256Mi")
+    create(client, namespace, vmi("huge", memory="2Gi"))
+
+    def pending():
+        o = get(client, namespace, "huge")
+        conds = {c["type"]: c for c in o.get("status", {}).get("conditions", [])}
+        return o["status"].get("phase") == "Pending" and conds.get("PodScheduled")
+
+    cond = wait_until(pending)
+    assert cond["status"] == "False" and cond["reason"] == "Unschedulable"
+    assert "Insufficient memory" in cond["message"]
+    # A node that fits arrives: the pending VMI is scheduled without any new write to it.
+    heartbeat(client, lease_ns, "roomy", memory="4Gi")
+    assert wait_until(lambda: get(client, namespace, "huge")["status"].get("nodeName")) == "roomy"
+
+
+def test_vmis_of_a_dead_node_are_marked_then_failed(client, kubevirt_api, namespace, lease_ns, controller):
+    heartbeat(client, lease_ns, "flaky", duration=2)
+    create(client, namespace, vmi("victim"))
+    wait_until(lambda: get(client, namespace, "victim")["status"].get("nodeName") == "flaky")
+    # The agent dies: no more renewals. Condition first, then Failed after the grace period.
+    final = wait_until(lambda: (o := get(client, namespace, "victim"))["status"].get("phase") == "Failed" and o,
+                       attempts=400)
+    ready = next(c for c in final["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "NodeUnresponsive" and "flaky" in ready["message"]
+    # ... and no new VMI goes there.
+    create(client, namespace, vmi("after"))
+    cond = wait_until(lambda: next((c for c in get(client, namespace, "after").get("status", {})
+                                    .get("conditions", []) if c["type"] == "PodScheduled"), None))
+    assert "lease expired" in cond["message"]
+
+
+def test_only_one_replica_leads(client, lease_ns):
+    first = LeaderElector(client, "replica-a", namespace=lease_ns, name="ctl", duration=30)
+    second = LeaderElector(client, "replica-b", namespace=lease_ns, name="ctl", duration=30)
+    assert first.try_acquire() is True
+    assert second.try_acquire() is False
+    assert first.try_acquire() is True  # renewal by the holder
