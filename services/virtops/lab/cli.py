@@ -15,8 +15,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="default", help="lab instance name (default: default)")
     parser.add_argument("--state-dir", help="state directory (default: /tmp/virtops-lab/NAME)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
+    parser.add_argument("--stack", action="store_true",
+                        help="also run the virtops controller and node agent(s) against the lab")
+    parser.add_argument("--nodes", type=int, default=1, help="node agents to run with --stack (default 1)")
     args = parser.parse_args(argv)
-    lab = ControlPlane(args.name, args.state_dir)
+    lab = ControlPlane(args.name, args.state_dir, stack=args.stack, nodes=args.nodes)
     try:
         if args.command == "build":
             from virtops.lab.build import ensure_binaries

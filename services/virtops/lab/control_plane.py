@@ -102,15 +102,20 @@ def _say(msg: str) -> None:
 class ControlPlane:
     """The lab control plane named ``name`` with its state under ``state_dir``."""
 
-    def __init__(self, name: str = "default", state_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, name: str = "default", state_dir: str | os.PathLike[str] | None = None,
+                 stack: bool = False, nodes: int = 1) -> None:
+        """``stack`` also runs our controller and ``nodes`` node agents (names lab-node-1..N) on this host."""
         self.name = name
+        self.stack = stack
+        self.nodes = nodes
         self.state_dir = Path(state_dir) if state_dir else default_state_dir(name)
         self.state_file = self.state_dir / "state.json"
 
     # --- public API -------------------------------------------------------
     def up(self) -> LabInfo:
         current = self._load()
-        if current and self._processes_alive(current) and self._ready(current):
+        wanted_stack = not self.stack or "controller" in (current.pids if current else {})
+        if current and wanted_stack and self._processes_alive(current) and self._ready(current):
             current.healthy, current.changed = True, False
             return current
         if current or self.state_dir.exists():
@@ -137,7 +142,9 @@ class ControlPlane:
         info = self._load()
         existed = self.state_dir.exists()
         if info:
-            for component in reversed(COMPONENTS):
+            # Our services first (agents leave their domains to be cleaned below), then the control plane.
+            services = [c for c in info.pids if c not in COMPONENTS]
+            for component in services + list(reversed(COMPONENTS)):
                 entry = info.pids.get(component)
                 if entry:
                     self._stop(component, entry["pid"], entry["ticks"])
@@ -161,7 +168,7 @@ class ControlPlane:
 
     @staticmethod
     def _processes_alive(info: LabInfo) -> bool:
-        return len(info.pids) == len(COMPONENTS) and all(
+        return all(c in info.pids for c in COMPONENTS) and all(
             _start_ticks(e["pid"]) == e["ticks"] for e in info.pids.values()
         )
 
@@ -306,9 +313,31 @@ class ControlPlane:
         )
         self._save(info)
         self._wait_ready(info, started)
+        if self.stack:
+            self._start_stack(info)
         info.healthy = True
         self._save(info)
         return info
+
+    def _start_stack(self, info: LabInfo) -> None:
+        """Our controller and node agents as lab processes (the roles install them on real hosts)."""
+        py = sys.executable
+        sd = self.state_dir
+        info.pids["controller"] = self._spawn("controller", [
+            py, "-m", "virtops.controller.main", f"--kubeconfig={info.kubeconfig}",
+            f"--state-dir={sd / 'controller'}", f"--identity=lab-{self.name}",
+            # The lab is small and local: notice a dead node fast.
+            "--node-grace-seconds=20",
+        ])
+        self._save(info)
+        for index in range(1, self.nodes + 1):
+            node = f"lab-node-{index}"
+            info.pids[f"agent-{node}"] = self._spawn(f"agent-{node}", [
+                py, "-m", "virtops.agent.main", f"--kubeconfig={info.kubeconfig}", f"--node-name={node}",
+                f"--state-dir={sd / 'agents' / node}", f"--image-store={sd / 'images'}",
+                f"--labels=virtops.kubevirt.io/lab={self.name}",
+            ])
+            self._save(info)
 
     def _wait_ready(self, info: LabInfo, started: float) -> None:
         deadline = time.monotonic() + READY_TIMEOUT

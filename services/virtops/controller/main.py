@@ -1,0 +1,88 @@
+"""``virtops-controller``: scheduling, node health and the subresource API, as one leader-elected process."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from virtops.controller.controller import Controller, LeaderElector, ensure_namespace
+from virtops.kube import KubeClient
+
+log = logging.getLogger("virtops.controller")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="virtops-controller", description=__doc__)
+    p.add_argument("--kubeconfig", required=True, help="kubeconfig of the controller's identity")
+    p.add_argument("--identity", default=f"{socket.gethostname()}-{os.getpid()}", help="leader-election identity")
+    p.add_argument("--namespace", default="kubevirt", help="namespace for the leader Lease and the API Service")
+    p.add_argument("--lease-namespace", default="kube-node-lease", help="where node agents keep heartbeat Leases")
+    p.add_argument("--node-grace-seconds", type=float, default=60.0,
+                   help="seconds after a node's lease expired before its VMIs are Failed")
+    p.add_argument("--api-port", type=int, default=0, help="loopback port of the subresource API (0: any free port)")
+    p.add_argument("--no-api", action="store_true", help="do not serve subresources.kubevirt.io")
+    p.add_argument("--state-dir", default=None, help="where the API's serving certificate is written")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p.parse_args(argv)
+
+
+def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> object:
+    from virtops.api.apiservice import register, serving_certificate
+    from virtops.api.server import SubresourceServer
+    from virtops.lab.pki import CertificateAuthority
+
+    ca = CertificateAuthority("virtops-subresources-ca")
+    cert_pem, key_pem = serving_certificate(ca, "virtops-subresources", args.namespace)
+    cert_file, key_file = state_dir / "api.crt", state_dir / "api.key"
+    cert_file.write_bytes(cert_pem)
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key_pem)
+    server = SubresourceServer(client, host="127.0.0.1", port=args.api_port, cert_file=str(cert_file),
+                               key_file=str(key_file))
+    server.start()
+    register(client, port=server.port, ca_pem=ca.cert_pem, namespace=args.namespace,
+             service="virtops-subresources")
+    log.info("subresources.kubevirt.io served on 127.0.0.1:%s", server.port)
+    return server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = KubeClient.from_kubeconfig(args.kubeconfig, user_agent="virtops-controller")
+    state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="virtops-controller-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    ensure_namespace(client, args.namespace)
+    ensure_namespace(client, args.lease_namespace)
+    controller = Controller(client, lease_namespace=args.lease_namespace,
+                            node_grace_seconds=args.node_grace_seconds)
+    servers: list[object] = []
+
+    def on_leader() -> None:
+        controller.start()
+        if not args.no_api:
+            servers.append(start_api(client, args, state_dir))
+
+    elector = LeaderElector(client, args.identity, namespace=args.namespace)
+    elector.run(on_leader, stop)
+    stop.wait()
+    controller.stop()
+    for server in servers:
+        server.stop()  # type: ignore[attr-defined]
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
