@@ -11,7 +11,6 @@ import time
 import uuid
 
 import pytest
-
 from virtops.controller.controller import (
     CAPACITY_ANNOTATION,
     LABELS_ANNOTATION,

@@ -6,7 +6,6 @@ import datetime
 from decimal import Decimal
 
 import pytest
-
 from virtops.controller.quantity import parse, vmi_requests
 from virtops.controller.scheduling import Node, choose_node
 
