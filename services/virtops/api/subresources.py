@@ -1,0 +1,223 @@
+"""What pause/unpause and start/stop/restart do, with KubeVirt's status codes and messages.
+
+Pause and unpause record the user's intent durably on the VMI, in the annotation
+`virtops.kubevirt.io/power-state` (`paused` or `running`), and answer 200 once it is written.
+Node agents need only outbound access to the API server, so nothing calls them: the agent of the
+VMI's node watches its VMIs, suspends or resumes the domain, and writes the Paused condition
+(`reason: PausedByUser`, `message: VMI was paused by user`) or removes it. KubeVirt's virt-api
+instead calls virt-handler synchronously; the status codes and messages are the same.
+
+The write is a merge patch carrying the resourceVersion the checks ran against, so the API server
+applies it only to that version (409 otherwise); on such a conflict we re-read and re-check. Two
+concurrent pauses therefore give one 200 and one 409 "VMI is already paused".
+
+"Paused" means: the newest recorded intent when there is one, else the Paused condition. The
+intent wins because it is newer than the condition: after an unpause is recorded but before the
+agent resumes the domain the condition is still True, and a pause must then be accepted (not
+"already paused"); a domain paused with no recorded intent still counts through its condition.
+
+Messages and checks follow kubevirt/kubevirt pkg/virt-api/rest (lifecycle.go, and the constants of
+subresource.go): PauseVMIRequestHandler (phase != Running -> "VM is not running"; Paused condition
+-> "VMI is already paused"), UnpauseVMIRequestHandler ("VMI is not running", "VMI is not paused"),
+fetchVirtualMachine (404 `virtualmachine.kubevirt.io "NAME" not found`), StartVMRequestHandler
+("VM is already running" when a VMI exists that is not final and whose phase is neither Unknown nor
+unset; "<strategy> does not support manual start requests" for Always/Once), StopVMRequestHandler
+("VM is not running" for Halted without a live VMI; "Halted only supports manual stop requests with a
+shorter graceperiod"), RestartVMRequestHandler ("RunStategy <s> does not support manual restart
+requests" — KubeVirt's spelling — for Halted/Once; "VM is not running: Halted" without a VMI).
+Conflicts name `virtualmachineinstance.kubevirt.io` or `virtualmachine.kubevirt.io` as KubeVirt's
+`v1.Resource(...)` does. Where KubeVirt uses VM status stateChangeRequests (runStrategy Manual and
+RerunOnFailure) we answer 409 saying so, since our controller does not act on them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from virtops.api.status import StatusError, bad_request, conflict, internal, not_found
+from virtops.kube import ApiError, ConflictError, KubeClient, NotFoundError, path_for
+
+POWER_STATE = "virtops.kubevirt.io/power-state"
+KUBEVIRT = "kubevirt.io"
+VMI_KIND = "virtualmachineinstance"
+VM_KIND = "virtualmachine"
+FINAL_PHASES = ("Succeeded", "Failed")
+RETRIES = 5
+
+Obj = dict[str, Any]
+
+
+def is_paused(vmi: Obj) -> bool:
+    intent = ((vmi.get("metadata") or {}).get("annotations") or {}).get(POWER_STATE)
+    if intent in ("paused", "running"):
+        return intent == "paused"
+    conditions = (vmi.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Paused" and c.get("status") == "True" for c in conditions)
+
+
+def run_strategy(vm: Obj) -> str:
+    spec = vm.get("spec") or {}
+    if spec.get("runStrategy"):
+        return spec["runStrategy"]
+    return "Always" if spec.get("running") else "Halted"
+
+
+class Subresources:
+    """The operations behind the HTTP endpoints; each returns normally or raises StatusError."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+
+    # --- VirtualMachineInstances ----------------------------------------------------------------
+    def _vmi(self, namespace: str, name: str) -> Obj:
+        try:
+            return self.client.get(path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, name))
+        except NotFoundError:
+            raise not_found(KUBEVIRT, VMI_KIND, name) from None
+        except ApiError as exc:
+            raise internal(exc.message) from exc
+
+    def pause(self, namespace: str, name: str, dry_run: bool = False) -> None:
+        def check(vmi: Obj) -> None:
+            if (vmi.get("status") or {}).get("phase") != "Running":
+                raise conflict(KUBEVIRT, VMI_KIND, name, "VM is not running")
+            if is_paused(vmi):
+                raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is already paused")
+
+        self._record(namespace, name, "paused", check, dry_run)
+
+    def unpause(self, namespace: str, name: str, dry_run: bool = False) -> None:
+        def check(vmi: Obj) -> None:
+            if (vmi.get("status") or {}).get("phase") != "Running":
+                raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is not running")
+            if not is_paused(vmi):
+                raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is not paused")
+
+        self._record(namespace, name, "running", check, dry_run)
+
+    def _record(self, namespace: str, name: str, state: str, check: Any, dry_run: bool) -> None:
+        path = path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, name)
+        for _ in range(RETRIES):
+            vmi = self._vmi(namespace, name)
+            check(vmi)
+            if dry_run:
+                return
+            patch = {"metadata": {"resourceVersion": vmi["metadata"]["resourceVersion"],
+                                  "annotations": {POWER_STATE: state}}}
+            try:
+                self.client.merge_patch(path, patch)
+                return
+            except ConflictError:
+                continue  # changed since we checked: check again against the new version
+            except NotFoundError:
+                raise not_found(KUBEVIRT, VMI_KIND, name) from None
+            except ApiError as exc:
+                raise internal(exc.message) from exc
+        raise conflict(KUBEVIRT, VMI_KIND, name, "the object has been modified; please apply your changes "
+                                                 "to the latest version and try again")
+
+    # --- VirtualMachines ------------------------------------------------------------------------
+    def _vm(self, namespace: str, name: str) -> Obj:
+        try:
+            return self.client.get(path_for("kubevirt.io/v1", "virtualmachines", namespace, name))
+        except NotFoundError:
+            raise not_found(KUBEVIRT, VM_KIND, name) from None
+        except ApiError as exc:
+            raise internal(f"unable to retrieve vm [{name}]: {exc.message}") from exc
+
+    def _vmi_or_none(self, namespace: str, name: str) -> Obj | None:
+        try:
+            return self._vmi(namespace, name)
+        except StatusError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+    def _set_running(self, vm: Obj, running: bool, dry_run: bool) -> None:
+        meta = vm["metadata"]
+        spec = vm.get("spec") or {}
+        if spec.get("runStrategy") or "running" not in spec:
+            change: Obj = {"runStrategy": "Always" if running else "Halted"}
+            if "running" in spec:
+                change["running"] = None  # the two fields are exclusive
+        else:
+            change = {"running": running}
+        path = path_for("kubevirt.io/v1", "virtualmachines", meta["namespace"], meta["name"])
+        try:
+            self.client.request("PATCH", path, {"dryRun": "All" if dry_run else None},
+                                {"metadata": {"resourceVersion": meta["resourceVersion"]}, "spec": change},
+                                "application/merge-patch+json")
+        except ConflictError as exc:
+            raise conflict(KUBEVIRT, VM_KIND, meta["name"], exc.message) from exc
+        except ApiError as exc:
+            raise internal(exc.message) from exc
+
+    def start(self, namespace: str, name: str, dry_run: bool = False) -> None:
+        vm = self._vm(namespace, name)
+        vmi = self._vmi_or_none(namespace, name)
+        phase = ((vmi or {}).get("status") or {}).get("phase", "")
+        if vmi is not None and phase not in FINAL_PHASES and phase not in ("Unknown", ""):
+            raise conflict(KUBEVIRT, VM_KIND, name, "VM is already running")
+        strategy = run_strategy(vm)
+        if strategy in ("Always", "Once"):
+            raise conflict(KUBEVIRT, VM_KIND, name, f"{strategy} does not support manual start requests")
+        if strategy != "Halted":
+            raise conflict(KUBEVIRT, VM_KIND, name, f"{strategy} is not supported by this server's start")
+        self._set_running(vm, True, dry_run)
+
+    def stop(self, namespace: str, name: str, dry_run: bool = False) -> None:
+        vm = self._vm(namespace, name)
+        vmi = self._vmi_or_none(namespace, name)
+        live = vmi is not None and (vmi.get("status") or {}).get("phase") not in FINAL_PHASES
+        strategy = run_strategy(vm)
+        if strategy == "Halted":
+            if not live:
+                raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running")
+            raise conflict(KUBEVIRT, VM_KIND, name,
+                           "Halted only supports manual stop requests with a shorter graceperiod")
+        if strategy not in ("Always", "Once"):
+            if not live:
+                raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running")
+            raise conflict(KUBEVIRT, VM_KIND, name, f"{strategy} is not supported by this server's stop")
+        self._set_running(vm, False, dry_run)
+
+    def restart(self, namespace: str, name: str, dry_run: bool = False) -> None:
+        vm = self._vm(namespace, name)
+        strategy = run_strategy(vm)
+        if strategy in ("Halted", "Once"):
+            raise conflict(KUBEVIRT, VM_KIND, name, f"RunStategy {strategy} does not support manual restart requests")
+        vmi = self._vmi_or_none(namespace, name)
+        if vmi is None:
+            raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running: Halted")
+        if strategy != "Always":
+            raise conflict(KUBEVIRT, VM_KIND, name, f"{strategy} is not supported by this server's restart")
+        path = path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, name)
+        # The VM controller recreates the VMI; the uid precondition spares a VMI it already recreated.
+        body = {"apiVersion": "v1", "kind": "DeleteOptions",
+                "preconditions": {"uid": vmi["metadata"]["uid"]}}
+        if dry_run:
+            body["dryRun"] = ["All"]
+        try:
+            self.client.delete(path, body)
+        except NotFoundError:
+            raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running: Halted") from None
+        except ConflictError as exc:
+            raise conflict(KUBEVIRT, VM_KIND, name, exc.message) from exc
+        except ApiError as exc:
+            raise internal(exc.message) from exc
+
+
+def parse_dry_run(body: Any, query: dict[str, list[str]]) -> bool:
+    """dryRun from the body (`{"dryRun": ["All"]}`, KubeVirt's PauseOptions) or the query (`dryRun=All`)."""
+    values = list(query.get("dryRun", []))
+    if body not in (None, b"", {}):
+        if not isinstance(body, dict):
+            raise bad_request("Can not unmarshal Request body to struct, error: body is not a JSON object")
+        dry = body.get("dryRun") or []
+        if not isinstance(dry, list) or not all(isinstance(v, str) for v in dry):
+            raise bad_request("Can not unmarshal Request body to struct, error: dryRun must be a list of strings")
+        values += dry
+    for value in values:
+        if value != "All":
+            raise bad_request(f'Invalid dryRun value "{value}": only "All" is supported')
+    return bool(values)

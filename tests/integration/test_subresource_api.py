@@ -1,0 +1,366 @@
+"""subresources.kubevirt.io/v1 served by our aggregated API server, reached through the lab's kube-apiserver."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from virtops.api import SubresourceServer, register, serving_certificate, unregister
+from virtops.api.subresources import POWER_STATE
+from virtops.kube import ApiError, KubeClient, path_for
+from virtops.lab.pki import CertificateAuthority
+
+GV = "/apis/subresources.kubevirt.io/v1"
+
+
+class Api:
+    """The running server, the lab admin client and what the direct (front-proxy) requests need."""
+
+    def __init__(self, server: SubresourceServer, admin: KubeClient, ca_file: str, pki: Path, kubeconfig: str):
+        self.ca_pem = Path(ca_file).read_bytes()
+        self.server = server
+        self.admin = admin
+        self.ca_file = ca_file
+        self.pki = pki
+        self.kubeconfig = kubeconfig
+
+    def as_user(self, user: str, *groups: str) -> KubeClient:
+        client = KubeClient.from_kubeconfig(self.kubeconfig)
+        client.headers["Impersonate-User"] = user
+        if groups:
+            client.headers["Impersonate-Group"] = groups[0]
+        return client
+
+    def direct(self, method: str, path: str, *, front_proxy: bool = True, headers: dict[str, str] | None = None,
+               body: Any = None) -> tuple[int, Any]:
+        """A request straight to our server, as kube-apiserver's front proxy (or as a stranger)."""
+        pki = self.pki
+        pool = urllib3.PoolManager(
+            cert_reqs="CERT_REQUIRED", ca_certs=self.ca_file, retries=False,
+            cert_file=str(pki / "front-proxy-client.crt") if front_proxy else None,
+            key_file=str(pki / "front-proxy-client.key") if front_proxy else None,
+        )
+        data = json.dumps(body).encode() if body is not None else None
+        resp = pool.request(method, f"https://127.0.0.1:{self.server.port}{path}", body=data,
+                            headers=headers or {}, timeout=30)
+        try:
+            return resp.status, json.loads(resp.data) if resp.data else None
+        except ValueError:
+            return resp.status, resp.data.decode()
+
+
+@pytest.fixture(scope="module")
+def api(lab, kubevirt_api, tmp_path_factory) -> Iterator[Api]:
+    tmp = tmp_path_factory.mktemp("subresource-api")
+    ca = CertificateAuthority("virtops-subresources-ca")
+    cert, key = serving_certificate(ca, "virtops-subresources", "kubevirt")
+    (tmp / "tls.crt").write_bytes(cert)
+    (tmp / "tls.key").write_bytes(key)
+    (tmp / "ca.crt").write_bytes(ca.cert_pem)
+    admin = KubeClient.from_kubeconfig(lab.kubeconfig)
+    server = SubresourceServer(admin, cert_file=str(tmp / "tls.crt"), key_file=str(tmp / "tls.key"))
+    server.start()
+    try:
+        register(admin, port=server.port, ca_pem=ca.cert_pem)
+        yield Api(server, admin, str(tmp / "ca.crt"), Path(lab.state_dir) / "pki", lab.kubeconfig)
+    finally:
+        unregister(admin)
+        server.stop()
+
+
+def put(client: KubeClient, namespace: str, resource: str, name: str, sub: str, body: Any = None,
+        query: dict | None = None) -> tuple[int, Any]:
+    """PUT a subresource through kube-apiserver; (status code, body or Status)."""
+    try:
+        return 200, client.request("PUT", f"{GV}/namespaces/{namespace}/{resource}/{name}/{sub}", query, body)
+    except ApiError as exc:
+        return exc.status, exc.body
+
+
+def make_vmi(kubectl, namespace: str, name: str, phase: str | None = "Running") -> None:
+    vmi = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+           "metadata": {"name": name, "namespace": namespace},
+           "spec": {"domain": {"resources": {"requests": {"memory": "64Mi"}}, "devices": {}}}}
+    kubectl("create", "-f", "-", stdin=json.dumps(vmi))
+    if phase:
+        # The VMI CRD has no status subresource: a merge patch writes status like our node agent does.
+        kubectl("-n", namespace, "patch", "vmi", name, "--type=merge", "-p", json.dumps({"status": {"phase": phase}}))
+
+
+def get_vmi(api: Api, namespace: str, name: str) -> dict:
+    return api.admin.get(path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, name))
+
+
+def power_state(api: Api, namespace: str, name: str) -> str | None:
+    return (get_vmi(api, namespace, name)["metadata"].get("annotations") or {}).get(POWER_STATE)
+
+
+def conflict_text(name: str, why: str, kind: str = "virtualmachineinstance") -> str:
+    return f'Operation cannot be fulfilled on {kind}.kubevirt.io "{name}": {why}'
+
+
+def test_register_again_changes_nothing(api) -> None:
+    before = api.admin.get("/apis/apiregistration.k8s.io/v1/apiservices/v1.subresources.kubevirt.io")
+    after = register(api.admin, port=api.server.port, ca_pem=api.ca_pem)
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    svc = api.admin.get("/api/v1/namespaces/kubevirt/services/virtops-subresources")
+    assert (svc["spec"]["type"], svc["spec"]["externalName"]) == ("ExternalName", "localhost")
+
+
+def test_discovery_lists_the_subresources(api, kubectl) -> None:
+    groups = json.loads(kubectl("get", "--raw", "/apis"))
+    assert any(g["name"] == "subresources.kubevirt.io" for g in groups["groups"])
+    resources = json.loads(kubectl("get", "--raw", GV))
+    assert resources["kind"] == "APIResourceList"
+    by_name = {r["name"]: r for r in resources["resources"]}
+    assert set(by_name) == {"virtualmachineinstances/pause", "virtualmachineinstances/unpause",
+                            "virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart"}
+    assert all(r["verbs"] == ["update"] and r["namespaced"] for r in by_name.values())
+    group = json.loads(kubectl("get", "--raw", "/apis/subresources.kubevirt.io"))
+    assert group["preferredVersion"]["groupVersion"] == "subresources.kubevirt.io/v1"
+    # The aggregator downloads our OpenAPI in the background and merges it into its own.
+    for _ in range(60):
+        paths = json.loads(kubectl("get", "--raw", "/openapi/v3"))["paths"]
+        if "apis/subresources.kubevirt.io/v1" in paths:
+            break
+        time.sleep(0.5)
+    assert "apis/subresources.kubevirt.io/v1" in paths
+
+
+def test_pause_then_unpause_with_kubevirts_answers(api, kubectl, namespace) -> None:
+    make_vmi(kubectl, namespace, "testvmi")
+    assert put(api.admin, namespace, "virtualmachineinstances", "testvmi", "pause") == (200, {})
+    assert power_state(api, namespace, "testvmi") == "paused"
+
+    code, status = put(api.admin, namespace, "virtualmachineinstances", "testvmi", "pause")
+    assert (code, status["reason"], status["message"]) == (
+        409, "Conflict", conflict_text("testvmi", "VMI is already paused"))
+
+    # The same through kubectl, the way a user without virtctl does it.
+    kubectl("replace", "--raw", f"{GV}/namespaces/{namespace}/virtualmachineinstances/testvmi/unpause",
+            "-f", "-", stdin="{}")
+    assert power_state(api, namespace, "testvmi") == "running"
+
+    code, status = put(api.admin, namespace, "virtualmachineinstances", "testvmi", "unpause")
+    assert (code, status["message"]) == (409, conflict_text("testvmi", "VMI is not paused"))
+
+
+def test_paused_condition_from_the_agent_counts_as_paused(api, kubectl, namespace) -> None:
+    make_vmi(kubectl, namespace, "byagent")
+    paused = {"type": "Paused", "status": "True", "reason": "PausedByUser", "message": "VMI was paused by user"}
+    kubectl("-n", namespace, "patch", "vmi", "byagent", "--type=merge", "-p",
+            json.dumps({"status": {"conditions": [paused]}}))
+    code, status = put(api.admin, namespace, "virtualmachineinstances", "byagent", "pause")
+    assert (code, status["message"]) == (409, conflict_text("byagent", "VMI is already paused"))
+    assert put(api.admin, namespace, "virtualmachineinstances", "byagent", "unpause") == (200, {})
+
+
+def test_not_running_and_missing(api, kubectl, namespace) -> None:
+    make_vmi(kubectl, namespace, "scheduled", phase="Scheduled")
+    code, status = put(api.admin, namespace, "virtualmachineinstances", "scheduled", "pause")
+    assert (code, status["message"]) == (409, conflict_text("scheduled", "VM is not running"))
+    code, status = put(api.admin, namespace, "virtualmachineinstances", "scheduled", "unpause")
+    assert (code, status["message"]) == (409, conflict_text("scheduled", "VMI is not running"))
+    assert power_state(api, namespace, "scheduled") is None
+
+    code, status = put(api.admin, namespace, "virtualmachineinstances", "nosuchvmi", "pause")
+    assert (code, status["kind"], status["reason"], status["message"]) == (
+        404, "Status", "NotFound", 'virtualmachineinstance.kubevirt.io "nosuchvmi" not found')
+
+
+def test_dry_run_checks_and_changes_nothing(api, kubectl, namespace) -> None:
+    make_vmi(kubectl, namespace, "dry")
+    before = get_vmi(api, namespace, "dry")["metadata"]["resourceVersion"]
+    assert put(api.admin, namespace, "virtualmachineinstances", "dry", "pause", {"dryRun": ["All"]}) == (200, {})
+    assert put(api.admin, namespace, "virtualmachineinstances", "dry", "pause", None, {"dryRun": "All"}) == (200, {})
+    code, _ = put(api.admin, namespace, "virtualmachineinstances", "dry", "unpause", {"dryRun": ["All"]})
+    assert code == 409
+    code, _ = put(api.admin, namespace, "virtualmachineinstances", "nosuchvmi", "pause", {"dryRun": ["All"]})
+    assert code == 404
+    assert get_vmi(api, namespace, "dry")["metadata"]["resourceVersion"] == before
+
+    assert put(api.admin, namespace, "virtualmachineinstances", "dry", "pause") == (200, {})
+    code, status = put(api.admin, namespace, "virtualmachineinstances", "dry", "pause", {"dryRun": ["All"]})
+    assert (code, status["message"]) == (409, conflict_text("dry", "VMI is already paused"))
+    assert put(api.admin, namespace, "virtualmachineinstances", "dry", "unpause", {"dryRun": ["All"]}) == (200, {})
+    assert power_state(api, namespace, "dry") == "paused"
+
+
+def forbidden_text(user: str, namespace: str, name: str, sub: str, resource: str = "virtualmachineinstances") -> str:
+    return (f'{resource}.subresources.kubevirt.io "{name}" is forbidden: User "{user}" cannot update resource '
+            f'"{resource}/{sub}" in API group "subresources.kubevirt.io" in the namespace "{namespace}"')
+
+
+def test_user_without_the_verb_is_forbidden(api, kubectl, namespace) -> None:
+    make_vmi(kubectl, namespace, "guarded")
+    # Through kube-apiserver, which authorizes aggregated requests itself first.
+    code, status = put(api.as_user("bob"), namespace, "virtualmachineinstances", "guarded", "pause")
+    assert (code, status["reason"]) == (403, "Forbidden")
+    assert status["message"] == forbidden_text("bob", namespace, "guarded", "pause")
+    # Straight to our server as the front proxy: our own SubjectAccessReview says the same.
+    path = f"{GV}/namespaces/{namespace}/virtualmachineinstances/guarded/pause"
+    code, status = api.direct("PUT", path, headers={"X-Remote-User": "bob", "X-Remote-Group": "system:authenticated"})
+    assert (code, status["kind"], status["reason"]) == (403, "Status", "Forbidden")
+    assert status["message"] == forbidden_text("bob", namespace, "guarded", "pause")
+    assert power_state(api, namespace, "guarded") is None
+
+
+def test_user_with_the_edit_role_may_pause(api, kubectl, namespace) -> None:
+    make_vmi(kubectl, namespace, "shared")
+    kubectl("-n", namespace, "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice")
+    alice = api.as_user("alice")
+    # kube-controller-manager aggregates kubevirt.io:edit into edit shortly after the roles appear.
+    for _ in range(60):
+        code, status = put(alice, namespace, "virtualmachineinstances", "shared", "pause")
+        if code != 403:
+            break
+        time.sleep(0.5)
+    assert (code, status) == (200, {})
+    assert power_state(api, namespace, "shared") == "paused"
+    # Our server saw alice, not the admin: the direct path with her identity is allowed too.
+    path = f"{GV}/namespaces/{namespace}/virtualmachineinstances/shared/unpause"
+    assert api.direct("PUT", path, headers={"X-Remote-User": "alice"}) == (200, None)
+
+
+def test_only_the_front_proxy_is_trusted(api) -> None:
+    path = f"{GV}/namespaces/default/virtualmachineinstances/x/pause"
+    code, status = api.direct("PUT", path, front_proxy=False, headers={"X-Remote-User": "system:admin",
+                                                                      "X-Remote-Group": "system:masters"})
+    assert (code, status["reason"]) == (401, "Unauthorized")
+    code, status = api.direct("GET", GV, front_proxy=False)
+    assert code == 401
+    # The front proxy's certificate without a user header is no user either.
+    code, _ = api.direct("GET", GV)
+    assert code == 401
+    assert api.direct("GET", "/healthz", front_proxy=False) == (200, "ok")
+
+
+def sign_with_front_proxy_ca(pki: Path, cn: str, out: Path) -> tuple[str, str]:
+    """A client certificate from the lab's front-proxy CA (the test may read the lab's files; the server never does)."""
+    ca_cert = x509.load_pem_x509_certificate((pki / "front-proxy-ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "front-proxy-ca.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (out / f"{cn}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (out / f"{cn}.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                      serialization.NoEncryption()))
+    return str(out / f"{cn}.crt"), str(out / f"{cn}.key")
+
+
+def test_other_certificates_are_not_the_front_proxy(api, tmp_path) -> None:
+    headers = {"X-Remote-User": "system:admin", "X-Remote-Group": "system:masters"}
+    # Signed by the front-proxy CA, but its CN is not in requestheader-allowed-names.
+    cert, key = sign_with_front_proxy_ca(api.pki, "intruder", tmp_path)
+    pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=api.ca_file, cert_file=cert, key_file=key,
+                               retries=False)
+    resp = pool.request("GET", f"https://127.0.0.1:{api.server.port}{GV}", headers=headers, timeout=30)
+    assert resp.status == 401
+    # Signed by another CA (the cluster CA of the admin's own certificate): refused at the TLS handshake.
+    pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=api.ca_file, retries=False,
+                               cert_file=str(api.pki / "admin.crt"), key_file=str(api.pki / "admin.key"))
+    with pytest.raises(urllib3.exceptions.HTTPError):
+        pool.request("GET", f"https://127.0.0.1:{api.server.port}{GV}", headers=headers, timeout=30)
+
+
+def test_concurrent_pauses_give_one_success_and_one_conflict(api, kubectl, namespace) -> None:
+    make_vmi(kubectl, namespace, "race")
+    results: list[int] = []
+    path = f"{GV}/namespaces/{namespace}/virtualmachineinstances/race/pause"
+    barrier = threading.Barrier(2)
+
+    def pause() -> None:
+        barrier.wait()
+        results.append(api.direct("PUT", path, headers={"X-Remote-User": "admin",
+                                                        "X-Remote-Group": "system:masters"})[0])
+
+    threads = [threading.Thread(target=pause) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == [200, 409]
+
+
+def make_vm(kubectl, namespace: str, name: str, **spec: Any) -> None:
+    vm = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name, "namespace": namespace},
+          "spec": dict(spec, template={"spec": {"domain": {"resources": {"requests": {"memory": "64Mi"}},
+                                                           "devices": {}}}})}
+    kubectl("create", "-f", "-", stdin=json.dumps(vm))
+
+
+def vm_spec(api: Api, namespace: str, name: str) -> dict:
+    return api.admin.get(path_for("kubevirt.io/v1", "virtualmachines", namespace, name))["spec"]
+
+
+def test_vm_start_stop_restart(api, kubectl, namespace) -> None:
+    vms = "virtualmachines"
+    make_vm(kubectl, namespace, "vm1", runStrategy="Halted")
+    code, status = put(api.admin, namespace, vms, "vm1", "stop")
+    assert (code, status["message"]) == (409, conflict_text("vm1", "VM is not running", "virtualmachine"))
+    code, status = put(api.admin, namespace, vms, "vm1", "restart")
+    assert (code, status["message"]) == (
+        409, conflict_text("vm1", "RunStategy Halted does not support manual restart requests", "virtualmachine"))
+
+    assert put(api.admin, namespace, vms, "vm1", "start", {"dryRun": ["All"]}) == (200, {})
+    assert vm_spec(api, namespace, "vm1")["runStrategy"] == "Halted"
+    assert put(api.admin, namespace, vms, "vm1", "start") == (200, {})  # KubeClient reports any 2xx as 200
+    assert vm_spec(api, namespace, "vm1")["runStrategy"] == "Always"
+
+    make_vmi(kubectl, namespace, "vm1")  # what the VM controller would create
+    code, status = put(api.admin, namespace, vms, "vm1", "start")
+    assert (code, status["message"]) == (409, conflict_text("vm1", "VM is already running", "virtualmachine"))
+
+    uid = get_vmi(api, namespace, "vm1")["metadata"]["uid"]
+    assert put(api.admin, namespace, vms, "vm1", "restart") == (200, {})
+    gone = kubectl.run("-n", namespace, "get", "vmi", "vm1", "-o", "jsonpath={.metadata.uid}", check=False)
+    assert gone.returncode != 0 or gone.stdout != uid
+
+    assert put(api.admin, namespace, vms, "vm1", "stop") == (200, {})
+    assert vm_spec(api, namespace, "vm1")["runStrategy"] == "Halted"
+
+    code, status = put(api.admin, namespace, vms, "novm", "start")
+    assert (code, status["message"]) == (404, 'virtualmachine.kubevirt.io "novm" not found')
+
+
+def test_vm_with_spec_running(api, kubectl, namespace) -> None:
+    make_vm(kubectl, namespace, "legacy", running=False)
+    path = f"{GV}/namespaces/{namespace}/virtualmachines/legacy/start"
+    code, _ = api.direct("PUT", path, headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"})
+    assert code == 202
+    assert vm_spec(api, namespace, "legacy")["running"] is True
+    code, _ = api.direct("PUT", path.replace("/start", "/stop"),
+                         headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"})
+    assert code == 202
+    assert vm_spec(api, namespace, "legacy")["running"] is False
+
+
+def test_chunked_body_and_keep_alive(api, kubectl, namespace) -> None:
+    make_vmi(kubectl, namespace, "chunky")
+    path = f"{GV}/namespaces/{namespace}/virtualmachineinstances/chunky/pause"
+    pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=api.ca_file, retries=False, maxsize=1,
+                               cert_file=str(api.pki / "front-proxy-client.crt"),
+                               key_file=str(api.pki / "front-proxy-client.key"))
+    url = f"https://127.0.0.1:{api.server.port}{path}"
+    headers = {"X-Remote-User": "admin", "X-Remote-Group": "system:masters"}
+    resp = pool.request("PUT", url, body=iter([b'{"dryRun": ', b'["All"]}']), headers=headers, chunked=True)
+    assert resp.status == 200
+    # The same connection still parses the next request correctly after an unauthenticated body.
+    assert pool.request("PUT", url, body=b'{"dryRun": ["All"]}').status == 401
+    assert pool.request("PUT", url, body=b"{}", headers=headers).status == 200
+    assert power_state(api, namespace, "chunky") == "paused"

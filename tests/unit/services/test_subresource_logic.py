@@ -1,0 +1,223 @@
+"""The subresource API's rules without a cluster: a fake KubeClient is the one boundary."""
+
+from __future__ import annotations
+
+import copy
+import json
+from email.message import Message
+from typing import Any
+
+import pytest
+from virtops.api.auth import FrontProxyConfig, User, authorize, check_identity, user_from_headers
+from virtops.api.server import resource_list
+from virtops.api.status import StatusError
+from virtops.api.subresources import POWER_STATE, Subresources, is_paused, parse_dry_run, run_strategy
+from virtops.kube import ConflictError, NotFoundError
+
+
+class FakeClient:
+    """Objects by path; merge patches honour metadata.resourceVersion like kube-apiserver."""
+
+    def __init__(self, *objects: dict, race: int = 0, sar_allowed: bool = True) -> None:
+        self.objects = {self.path_of(o): copy.deepcopy(o) for o in objects}
+        self.race = race  # how many patches lose to a concurrent writer first
+        self.sar_allowed = sar_allowed
+        self.patches: list[tuple[str, dict]] = []
+        self.reviews: list[dict] = []
+
+    @staticmethod
+    def path_of(obj: dict) -> str:
+        plural = {"VirtualMachineInstance": "virtualmachineinstances", "VirtualMachine": "virtualmachines"}[obj["kind"]]
+        return f"/apis/kubevirt.io/v1/namespaces/ns/{plural}/{obj['metadata']['name']}"
+
+    def get(self, path: str) -> dict:
+        if path not in self.objects:
+            raise NotFoundError(404, {"message": "not found"})
+        return copy.deepcopy(self.objects[path])
+
+    def merge_patch(self, path: str, patch: dict) -> dict:
+        return self.request("PATCH", path, None, patch)
+
+    def request(self, method: str, path: str, query: Any = None, body: Any = None, *args: Any) -> dict:
+        obj = self.objects[path]
+        if self.race:
+            self.race -= 1
+            obj["metadata"]["annotations"] = {POWER_STATE: "paused"}
+            obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+        if body["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
+            raise ConflictError(409, {"message": "the object has been modified"})
+        self.patches.append((path, body))
+        if (query or {}).get("dryRun"):
+            return obj
+        obj["metadata"].setdefault("annotations", {}).update(body["metadata"].get("annotations") or {})
+        for key, value in (body.get("spec") or {}).items():
+            if value is None:
+                obj["spec"].pop(key, None)
+            else:
+                obj["spec"][key] = value
+        return obj
+
+    def create(self, path: str, body: dict) -> dict:
+        self.reviews.append(body["spec"])
+        return dict(body, status={"allowed": self.sar_allowed})
+
+
+def vmi(phase: str = "Running", annotation: str | None = None, paused_condition: bool = False) -> dict:
+    obj: dict = {"kind": "VirtualMachineInstance", "metadata": {"name": "v", "namespace": "ns", "resourceVersion": "1",
+                                                                 "uid": "u1"},
+                 "status": {"phase": phase}}
+    if annotation:
+        obj["metadata"]["annotations"] = {POWER_STATE: annotation}
+    if paused_condition:
+        obj["status"]["conditions"] = [{"type": "Paused", "status": "True", "reason": "PausedByUser"}]
+    return obj
+
+
+def vm(**spec: Any) -> dict:
+    return {"kind": "VirtualMachine", "metadata": {"name": "v", "namespace": "ns", "resourceVersion": "1"},
+            "spec": spec}
+
+
+def error_of(call: Any, *args: Any, **kwargs: Any) -> tuple[int, str]:
+    with pytest.raises(StatusError) as info:
+        call(*args, **kwargs)
+    return info.value.code, info.value.message
+
+
+@pytest.mark.parametrize(("obj", "paused"), [
+    (vmi(), False),
+    (vmi(paused_condition=True), True),
+    (vmi(annotation="paused"), True),
+    (vmi(annotation="running", paused_condition=True), False),  # unpause recorded, agent not done yet
+])
+def test_what_counts_as_paused(obj, paused) -> None:
+    assert is_paused(obj) is paused
+
+
+def test_pause_records_the_intent_against_the_version_it_checked() -> None:
+    client = FakeClient(vmi())
+    Subresources(client).pause("ns", "v")
+    assert client.patches == [(FakeClient.path_of(vmi()),
+                               {"metadata": {"resourceVersion": "1", "annotations": {POWER_STATE: "paused"}}})]
+
+
+def test_a_lost_race_is_rechecked_and_answered_already_paused() -> None:
+    client = FakeClient(vmi(), race=1)
+    assert error_of(Subresources(client).pause, "ns", "v") == (
+        409, 'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "v": VMI is already paused')
+
+
+@pytest.mark.parametrize(("obj", "op", "message"), [
+    (vmi(phase="Scheduled"), "pause", "VM is not running"),
+    (vmi(annotation="paused"), "pause", "VMI is already paused"),
+    (vmi(phase="Scheduled", annotation="paused"), "unpause", "VMI is not running"),
+    (vmi(), "unpause", "VMI is not paused"),
+])
+def test_kubevirts_conflicts(obj, op, message) -> None:
+    client = FakeClient(obj)
+    code, text = error_of(getattr(Subresources(client), op), "ns", "v", dry_run=True)
+    assert (code, text) == (409, f'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "v": {message}')
+    assert client.patches == []
+
+
+def test_dry_run_writes_nothing_and_missing_is_404() -> None:
+    client = FakeClient(vmi())
+    Subresources(client).pause("ns", "v", dry_run=True)
+    assert client.patches == []
+    assert error_of(Subresources(client).pause, "ns", "gone") == (
+        404, 'virtualmachineinstance.kubevirt.io "gone" not found')
+
+
+@pytest.mark.parametrize(("body", "query", "dry"), [
+    (None, {}, False), ({}, {}, False), ({"dryRun": ["All"]}, {}, True), (None, {"dryRun": ["All"]}, True),
+])
+def test_dry_run_from_body_or_query(body, query, dry) -> None:
+    assert parse_dry_run(body, query) is dry
+
+
+@pytest.mark.parametrize("body", [[], {"dryRun": "All"}, {"dryRun": ["Some"]}])
+def test_bad_dry_run_is_400(body) -> None:
+    assert error_of(parse_dry_run, body, {})[0] == 400
+
+
+def test_vm_start_and_stop_change_the_field_the_vm_uses() -> None:
+    client = FakeClient(vm(runStrategy="Halted"))
+    Subresources(client).start("ns", "v")
+    assert client.objects[FakeClient.path_of(vm())]["spec"] == {"runStrategy": "Always"}
+    client = FakeClient(vm(running=True))
+    Subresources(client).stop("ns", "v")
+    assert client.objects[FakeClient.path_of(vm())]["spec"] == {"running": False}
+    assert run_strategy(vm()) == "Halted"
+
+
+def test_vm_errors() -> None:
+    code, text = error_of(Subresources(FakeClient(vm(runStrategy="Halted"))).stop, "ns", "v")
+    assert (code, text) == (409, 'Operation cannot be fulfilled on virtualmachine.kubevirt.io "v": VM is not running')
+    code, text = error_of(Subresources(FakeClient(vm(runStrategy="Always"), vmi())).start, "ns", "v")
+    assert text.endswith(": VM is already running")
+    assert error_of(Subresources(FakeClient()).restart, "ns", "v") == (
+        404, 'virtualmachine.kubevirt.io "v" not found')
+
+
+CONFIGMAP = {
+    "client-ca-file": "ignored",
+    "requestheader-client-ca-file": "-----BEGIN CERTIFICATE-----\n...",
+    "requestheader-allowed-names": json.dumps(["front-proxy-client"]),
+    "requestheader-username-headers": json.dumps(["X-Remote-User"]),
+    "requestheader-group-headers": json.dumps(["X-Remote-Group"]),
+    "requestheader-extra-headers-prefix": json.dumps(["X-Remote-Extra-"]),
+}
+
+
+def headers(*pairs: tuple[str, str]) -> Message:
+    msg = Message()
+    for key, value in pairs:
+        msg[key] = value
+    return msg
+
+
+def test_front_proxy_headers_become_the_user() -> None:
+    config = FrontProxyConfig.from_configmap(CONFIGMAP)
+    user = check_identity(config, "front-proxy-client", headers(
+        ("X-Remote-User", "alice"), ("X-Remote-Group", "dev"), ("X-Remote-Group", "system:authenticated"),
+        ("X-Remote-Extra-Scopes%2FOne", "a"), ("X-Remote-Extra-scopes%2fone", "b")))
+    assert user == User("alice", ("dev", "system:authenticated"), {"scopes/one": ["a", "b"]})
+
+
+@pytest.mark.parametrize(("cn", "pairs"), [
+    (None, [("X-Remote-User", "alice")]),
+    ("someone-else", [("X-Remote-User", "alice")]),
+    ("front-proxy-client", []),
+])
+def test_anyone_but_the_front_proxy_with_a_user_is_401(cn, pairs) -> None:
+    config = FrontProxyConfig.from_configmap(CONFIGMAP)
+    assert error_of(check_identity, config, cn, headers(*pairs))[0] == 401
+
+
+def test_empty_allowed_names_trust_any_cn_of_the_ca() -> None:
+    config = FrontProxyConfig.from_configmap(dict(CONFIGMAP, **{"requestheader-allowed-names": "[]"}))
+    assert user_from_headers(config, headers(("X-Remote-User", "u"))) == User("u")
+    assert config.cn_allowed("anything")
+
+
+def test_no_front_proxy_ca_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="requestheader-client-ca-file"):
+        FrontProxyConfig.from_configmap({})
+
+
+def test_denied_review_is_kubernetes_forbidden_wording() -> None:
+    client = FakeClient(sar_allowed=False)
+    code, text = error_of(authorize, client, User("bob", ("g",)), namespace="ns", resource="virtualmachines",
+                          subresource="start", name="v")
+    assert (code, text) == (403, 'virtualmachines.subresources.kubevirt.io "v" is forbidden: User "bob" cannot '
+                                 'update resource "virtualmachines/start" in API group "subresources.kubevirt.io" '
+                                 'in the namespace "ns"')
+    assert client.reviews == [{"user": "bob", "groups": ["g"], "resourceAttributes": {
+        "namespace": "ns", "verb": "update", "group": "subresources.kubevirt.io", "version": "v1",
+        "resource": "virtualmachines", "subresource": "start", "name": "v"}}]
+
+
+def test_discovery_document() -> None:
+    names = [r["name"] for r in resource_list()["resources"]]
+    assert names == ["virtualmachineinstances/pause", "virtualmachineinstances/unpause", "virtualmachines/start",
+                     "virtualmachines/stop", "virtualmachines/restart"]
