@@ -1,0 +1,581 @@
+"""The node agent's reconcile loop: list+watch this node's VMIs, a queue per VMI key, a heartbeat Lease.
+
+Names the agent owns (the controller and the subresource API read them):
+- finalizer ``virtops.kubevirt.io/node-agent`` on every VMI it runs, removed once the domain is gone;
+- annotation ``virtops.kubevirt.io/power-state`` (``paused``/``running``) is the user's intent, read here;
+- a coordination.k8s.io/v1 Lease named after the node in ``lease_namespace`` (default ``kube-node-lease``,
+  like kubelet), annotated with ``virtops.kubevirt.io/capacity`` and ``virtops.kubevirt.io/node-labels`` (JSON)
+  and ``virtops.kubevirt.io/agent-version``, labelled ``virtops.kubevirt.io/node-agent: "true"``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import shutil
+import threading
+from collections import deque
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any, Protocol
+
+from virtops.agent import VERSION
+from virtops.agent.domain import UnsupportedSpecError, domain_name, interface_names, plan_domain, prepare_files
+from virtops.kube import ApiError, ConflictError, GoneError, KubeClient, NotFoundError, path_for
+from virtops.node.hypervisor import domain_type as detect_domain_type
+
+log = logging.getLogger("virtops.agent")
+
+Obj = dict[str, Any]
+Key = tuple[str, str]
+
+FINALIZER = "virtops.kubevirt.io/node-agent"
+POWER_STATE = "virtops.kubevirt.io/power-state"
+NODE_LABEL = "kubevirt.io/nodeName"
+CAPACITY_ANNOTATION = "virtops.kubevirt.io/capacity"
+LABELS_ANNOTATION = "virtops.kubevirt.io/node-labels"
+VERSION_ANNOTATION = "virtops.kubevirt.io/agent-version"
+AGENT_LABEL = "virtops.kubevirt.io/node-agent"
+COMPONENT = "virtops-agent"
+DEFAULT_GRACE_SECONDS = 30
+FINAL_PHASES = ("Succeeded", "Failed")
+PAUSED_CONDITION = {"type": "Paused", "status": "True", "reason": "PausedByUser",
+                    "message": "VMI was paused by user", "lastProbeTime": None}
+OWNED_CONDITIONS = ("Ready", "Paused", "Synchronized")
+
+
+class Hypervisor(Protocol):
+    """What the agent needs from a hypervisor (LibvirtHypervisor; unit tests may fake it)."""
+
+    def state(self, name: str) -> Any: ...
+    def ensure_running(self, name: str, xml: str) -> bool: ...
+    def pause(self, name: str) -> bool: ...
+    def resume(self, name: str) -> bool: ...
+    def stop(self, name: str, grace_seconds: float) -> bool: ...
+    def list_names(self, prefix: str = "") -> list[str]: ...
+    def marker(self, name: str) -> Any: ...
+    def macs(self, name: str) -> list[str]: ...
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class KeyQueue:
+    """A work queue that holds each key at most once and never hands one key to two workers at a time."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._order: deque[Hashable] = deque()
+        self._queued: set[Hashable] = set()
+        self._processing: set[Hashable] = set()
+        self._dirty: set[Hashable] = set()
+        self._closed = False
+
+    def add(self, key: Hashable) -> None:
+        with self._cond:
+            if self._closed or key in self._queued:
+                return
+            if key in self._processing:
+                self._dirty.add(key)  # picked up again when the current run is done
+                return
+            self._queued.add(key)
+            self._order.append(key)
+            self._cond.notify()
+
+    def get(self, timeout: float | None = None) -> Hashable | None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._order or self._closed, timeout):
+                return None
+            if self._closed:
+                return None
+            key = self._order.popleft()
+            self._queued.discard(key)
+            self._processing.add(key)
+            return key
+
+    def done(self, key: Hashable) -> None:
+        with self._cond:
+            self._processing.discard(key)
+            if key in self._dirty and not self._closed:
+                self._dirty.discard(key)
+                self._queued.add(key)
+                self._order.append(key)
+                self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._order)
+
+
+def _key(obj: Obj) -> Key:
+    return obj["metadata"]["namespace"], obj["metadata"]["name"]
+
+
+def _conditions(status: Obj) -> list[Obj]:
+    return list(status.get("conditions") or [])
+
+
+def _condition(status: Obj, kind: str) -> Obj | None:
+    return next((c for c in _conditions(status) if c.get("type") == kind), None)
+
+
+class NodeAgent:
+    VMI_PATH = path_for("kubevirt.io/v1", "virtualmachineinstances")
+
+    def __init__(self, client: KubeClient, node_name: str, hypervisor: Hypervisor, *,
+                 labels: dict[str, str] | None = None, capacity: dict[str, str] | None = None,
+                 state_dir: Path | str, image_store: Path | str, lease_namespace: str = "kube-node-lease",
+                 domain_type: str | None = None, heartbeat_seconds: float = 10.0, lease_duration_seconds: int = 40,
+                 resync_seconds: float = 5.0, workers: int = 4, watch_timeout_seconds: int = 60) -> None:
+        self.client = client
+        self.node_name = node_name
+        self.hypervisor = hypervisor
+        self.labels = dict(labels or {})
+        self.capacity = dict(capacity or {})
+        self.state_dir = Path(state_dir)
+        self.image_store = Path(image_store)
+        self.lease_namespace = lease_namespace
+        self.domain_type = domain_type or detect_domain_type()
+        self.heartbeat_seconds = heartbeat_seconds
+        self.lease_duration_seconds = lease_duration_seconds
+        self.resync_seconds = resync_seconds
+        self.workers = workers
+        self.watch_timeout_seconds = watch_timeout_seconds
+        self.stop_event = threading.Event()
+        self.synced = threading.Event()
+        self.queue = KeyQueue()
+        self._cache: dict[Key, Obj] = {}
+        self._cache_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._last_heartbeat: datetime.datetime | None = None
+
+    # --- lifecycle ----------------------------------------------------------
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)  # qemu (its own user) opens files below it
+        self._ensure_lease_namespace()
+        specs = [(self._heartbeat_loop, "heartbeat"), (self._informer_loop, "vmi-informer"),
+                 (self._resync_loop, "resync")]
+        specs += [(self._worker_loop, f"worker-{i}") for i in range(self.workers)]
+        for target, name in specs:
+            thread = threading.Thread(target=target, name=f"{self.node_name}-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("agent for node %s started (domain type %s)", self.node_name, self.domain_type)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching and working; domains keep running (a restarted agent adopts them)."""
+        self.stop_event.set()
+        self.queue.close()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout)  # a watch may sit in a read until its timeout: threads are daemons
+
+    def run(self) -> None:
+        self.start()
+        self.stop_event.wait()
+        self.stop()
+
+    def healthy(self) -> bool:
+        last = self._last_heartbeat
+        if last is None or not self.synced.is_set():
+            return False
+        age = (datetime.datetime.now(datetime.UTC) - last).total_seconds()
+        return age < self.lease_duration_seconds
+
+    # --- heartbeat ----------------------------------------------------------
+    def _ensure_lease_namespace(self) -> None:
+        try:
+            self.client.create(path_for("v1", "namespaces"),
+                               {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.lease_namespace}})
+        except ConflictError:
+            pass
+        except ApiError as exc:
+            log.warning("cannot create namespace %s: %s", self.lease_namespace, exc)
+
+    def heartbeat(self) -> None:
+        """Create or renew the node's Lease."""
+        now = now_micro()
+        meta = {
+            "labels": {AGENT_LABEL: "true"},
+            "annotations": {
+                CAPACITY_ANNOTATION: json.dumps(self.capacity, sort_keys=True),
+                LABELS_ANNOTATION: json.dumps(self.labels, sort_keys=True),
+                VERSION_ANNOTATION: VERSION,
+            },
+        }
+        spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": self.lease_duration_seconds,
+                "renewTime": now}
+        path = path_for("coordination.k8s.io/v1", "leases", self.lease_namespace, self.node_name)
+        try:
+            self.client.merge_patch(path, {"metadata": meta, "spec": spec})
+        except NotFoundError:
+            self.client.create(path_for("coordination.k8s.io/v1", "leases", self.lease_namespace), {
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": dict(meta, name=self.node_name, namespace=self.lease_namespace),
+                "spec": dict(spec, acquireTime=now),
+            })
+        self._last_heartbeat = datetime.datetime.now(datetime.UTC)
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.heartbeat()
+            except Exception as exc:  # noqa: BLE001 - keep beating; the next try may work
+                log.warning("heartbeat failed: %s", exc)
+            self.stop_event.wait(self.heartbeat_seconds)
+
+    # --- informer -----------------------------------------------------------
+    def cached(self, key: Key) -> Obj | None:
+        with self._cache_lock:
+            return self._cache.get(key)
+
+    def _store(self, obj: Obj) -> None:
+        """Cache an object we read or wrote, unless the watch already delivered a newer one."""
+        key = _key(obj)
+        with self._cache_lock:
+            old = self._cache.get(key)
+            try:
+                older = old is not None and int(old["metadata"]["resourceVersion"]) > int(
+                    obj["metadata"]["resourceVersion"])
+            except (KeyError, ValueError):
+                older = False
+            if not older:
+                self._cache[key] = obj
+
+    def _informer_loop(self) -> None:
+        query = {"labelSelector": f"{NODE_LABEL}={self.node_name}"}
+        backoff = 0.5
+        while not self.stop_event.is_set():
+            try:
+                items, rv = self.client.list(self.VMI_PATH, query)
+                with self._cache_lock:
+                    old = set(self._cache)
+                    self._cache = {_key(i): i for i in items}
+                    keys = old | set(self._cache)
+                for key in keys:
+                    self.queue.add(key)
+                for key in self._orphan_keys():
+                    self.queue.add(key)
+                self.synced.set()
+                backoff = 0.5
+                while not self.stop_event.is_set():
+                    for event in self.client.watch(self.VMI_PATH, dict(query, resourceVersion=rv),
+                                                   timeout_seconds=self.watch_timeout_seconds):
+                        obj = event.get("object") or {}
+                        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                        if event.get("type") == "BOOKMARK":
+                            continue
+                        key = _key(obj)
+                        with self._cache_lock:
+                            if event.get("type") == "DELETED":
+                                self._cache.pop(key, None)
+                            else:
+                                self._cache[key] = obj
+                        self.queue.add(key)
+                        if self.stop_event.is_set():
+                            return
+            except GoneError:
+                log.info("watch expired; listing again")
+            except Exception as exc:  # noqa: BLE001 - the API may be away for a while
+                log.warning("VMI watch failed: %s", str(exc).strip())
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+
+    def _orphan_keys(self) -> list[Key]:
+        """Keys of domains this agent defined on this node whose VMI is not in the cache."""
+        keys = []
+        try:
+            for name in self.hypervisor.list_names(""):
+                marker = self.hypervisor.marker(name)
+                if marker is None or marker.node != self.node_name:
+                    continue
+                key = (marker.namespace, marker.name)
+                if name == domain_name(*key) and self.cached(key) is None:
+                    keys.append(key)
+        except Exception as exc:  # noqa: BLE001 - libvirtd may be restarting
+            log.warning("cannot list domains: %s", exc)
+        return keys
+
+    def _resync_loop(self) -> None:
+        # Domains change without API events (a guest powers off): look at every VMI regularly.
+        while not self.stop_event.wait(self.resync_seconds):
+            if not self.synced.is_set():
+                continue
+            with self._cache_lock:
+                keys = list(self._cache)
+            for key in keys + self._orphan_keys():
+                self.queue.add(key)
+
+    def _worker_loop(self) -> None:
+        while not self.stop_event.is_set():
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
+            try:
+                self.reconcile(key)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - one VMI's failure must not stop the others
+                log.exception("reconcile of %s failed; retrying on the next resync", key)
+            finally:
+                self.queue.done(key)
+
+    # --- reconcile ----------------------------------------------------------
+    def vmi_state_dir(self, key: Key) -> Path:
+        return self.state_dir / domain_name(*key)
+
+    def _ours(self, name: str, uid: str | None = None) -> bool:
+        marker = self.hypervisor.marker(name)
+        return marker is not None and marker.node == self.node_name and (uid is None or marker.uid == uid)
+
+    def reconcile(self, key: Key) -> None:
+        vmi = self.cached(key)
+        name = domain_name(*key)
+        if vmi is None:
+            if self._ours(name):
+                log.info("VMI %s/%s is gone: removing its domain", *key)
+                self.hypervisor.stop(name, 0)
+                shutil.rmtree(self.vmi_state_dir(key), ignore_errors=True)
+            return
+        meta = vmi["metadata"]
+        if meta.get("deletionTimestamp"):
+            self._finalize(vmi)
+            return
+        if FINALIZER not in (meta.get("finalizers") or []):
+            vmi = self._patch(vmi, {"metadata": {"finalizers": [*(meta.get("finalizers") or []), FINALIZER]}})
+            if vmi is None:
+                return
+            meta = vmi["metadata"]
+        status = vmi.get("status") or {}
+        phase = status.get("phase") or ""
+        state = self.hypervisor.state(name)
+        foreign = False
+        if state is not None and not self._ours(name, meta.get("uid")):
+            if self._ours(name):
+                log.info("domain %s belongs to an earlier VMI with this name: removing it", name)
+                self.hypervisor.stop(name, 0)
+                state = None
+            else:
+                foreign = True  # not defined by this agent: never touched
+        if phase in FINAL_PHASES:
+            if state is not None and not foreign:
+                self.hypervisor.stop(name, 0)
+            return
+        if foreign:
+            self._fail(vmi, "metadata.name", f"a libvirt domain named {name} exists and is not this VMI's",
+                       reason="DomainConflict")
+            return
+        if state is None or state.phase is None:
+            if phase == "Running" and state is None:
+                self._fail(vmi, "status.phase", f"the domain {name} disappeared", reason="DomainDisappeared")
+                return
+            state = self._start(vmi, name)
+            if state is None:
+                return
+        if state.phase in FINAL_PHASES:
+            self._domain_ended(vmi, name, state.phase)
+            return
+        intent = (meta.get("annotations") or {}).get(POWER_STATE)
+        if intent == "paused" and not state.paused:
+            self.hypervisor.pause(name)
+        elif intent == "running" and state.paused:
+            self.hypervisor.resume(name)
+        else:
+            self._write_running(vmi, name, state.paused)
+            return
+        state = self.hypervisor.state(name)
+        if state is not None and state.phase == "Running":
+            self._write_running(vmi, name, state.paused)
+
+    def _start(self, vmi: Obj, name: str) -> Any:
+        key = _key(vmi)
+        sdir = self.vmi_state_dir(key)
+        try:
+            plan = plan_domain(vmi, domain_type=self.domain_type, state_dir=sdir, image_store=self.image_store,
+                               node_name=self.node_name)
+        except UnsupportedSpecError as exc:
+            self._fail(vmi, exc.field, exc.message)
+            return None
+        try:
+            prepare_files(plan, sdir)
+            self.hypervisor.ensure_running(name, plan.xml)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, leave nothing half-made behind
+            log.warning("starting %s failed: %s", name, exc)
+            try:
+                if self._ours(name):
+                    self.hypervisor.stop(name, 0)
+            finally:
+                shutil.rmtree(sdir, ignore_errors=True)
+            self._fail(vmi, "spec", f"the domain did not start: {exc}", reason="SyncFailed")
+            return None
+        self._event(vmi, "Normal", "Started", "VirtualMachineInstance started.")
+        return self.hypervisor.state(name)
+
+    def _finalize(self, vmi: Obj) -> None:
+        key = _key(vmi)
+        name = domain_name(*key)
+        meta = vmi["metadata"]
+        if FINALIZER not in (meta.get("finalizers") or []):
+            return
+        grace = (vmi.get("spec") or {}).get("terminationGracePeriodSeconds")
+        grace = DEFAULT_GRACE_SECONDS if grace is None else int(grace)
+        if self.hypervisor.state(name) is not None and self._ours(name, meta.get("uid")):
+            self._event(vmi, "Normal", "ShuttingDown", "Signaled Graceful Shutdown")
+            self.hypervisor.stop(name, grace)
+        shutil.rmtree(self.vmi_state_dir(key), ignore_errors=True)
+        status = vmi.get("status") or {}
+        patch: Obj = {"metadata": {"finalizers": [f for f in meta.get("finalizers") or [] if f != FINALIZER]}}
+        if status.get("phase") not in FINAL_PHASES:
+            patch["status"] = self._final_status(vmi, "Succeeded", ready_reason="VMIStopped",
+                                                 ready_message="the VMI was deleted")
+        self._patch(vmi, patch)
+
+    def _domain_ended(self, vmi: Obj, name: str, phase: str) -> None:
+        if phase == "Succeeded":
+            self._event(vmi, "Normal", "Stopped", "The VirtualMachineInstance was shut down.")
+            status = self._final_status(vmi, phase, ready_reason="GuestShutdown", ready_message="the guest shut down")
+        else:
+            self._event(vmi, "Warning", "Stopped", "The VirtualMachineInstance crashed.")
+            status = self._final_status(vmi, phase, ready_reason="GuestCrashed", ready_message="the guest crashed")
+        if self._patch(vmi, {"status": status}) is not None:
+            self.hypervisor.stop(name, 0)
+
+    def _fail(self, vmi: Obj, field: str, message: str, reason: str = "UnsupportedSpec") -> None:
+        log.warning("VMI %s/%s failed: %s: %s", *_key(vmi), field, message)
+        text = f"{field}: {message}"
+        status = self._final_status(vmi, "Failed", ready_reason=reason, ready_message=text)
+        status["reason"] = reason
+        status["conditions"] = [c for c in status["conditions"] if c.get("type") != "Synchronized"] + [{
+            "type": "Synchronized", "status": "False", "reason": reason, "message": text,
+            "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}]
+        if self._patch(vmi, {"status": status}) is not None:
+            self._event(vmi, "Warning", reason, text)
+
+    # --- status -------------------------------------------------------------
+    def _transitions(self, status: Obj, phase: str) -> list[Obj]:
+        items = list(status.get("phaseTransitionTimestamps") or [])
+        if status.get("phase") != phase:
+            items.append({"phase": phase, "phaseTransitionTimestamp": now_rfc3339()})
+        return items
+
+    def _ready(self, status: Obj, value: str, reason: str | None, message: str | None) -> Obj:
+        old = _condition(status, "Ready")
+        if old and old.get("status") == value and old.get("reason") == reason:
+            return old
+        cond: Obj = {"type": "Ready", "status": value, "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
+        if reason:
+            cond.update(reason=reason, message=message or "")
+        return cond
+
+    def _final_status(self, vmi: Obj, phase: str, *, ready_reason: str, ready_message: str) -> Obj:
+        status = vmi.get("status") or {}
+        others = [c for c in _conditions(status) if c.get("type") not in ("Ready", "Paused")]
+        return {"phase": phase, "nodeName": status.get("nodeName") or self.node_name,
+                "conditions": [*others, self._ready(status, "False", ready_reason, ready_message)],
+                "phaseTransitionTimestamps": self._transitions(status, phase)}
+
+    def _write_running(self, vmi: Obj, name: str, paused: bool) -> None:
+        status = vmi.get("status") or {}
+        others = [c for c in _conditions(status) if c.get("type") not in OWNED_CONDITIONS]
+        conditions = [*others]
+        if paused:
+            conditions.append(self._ready(status, "False", "Paused", "VMI is paused"))
+            old = _condition(status, "Paused")
+            conditions.append(old if old and old.get("status") == "True"
+                              else dict(PAUSED_CONDITION, lastTransitionTime=now_rfc3339()))
+        else:
+            conditions.append(self._ready(status, "True", None, None))
+        macs = self.hypervisor.macs(name)
+        old_ifaces = {i.get("name"): i for i in status.get("interfaces") or []}
+        interfaces = []
+        for iface_name, mac in zip(interface_names(vmi), macs, strict=False):
+            entry = {"name": iface_name, "mac": mac, "infoSource": "domain"}
+            ip = (old_ifaces.get(iface_name) or {}).get("ipAddress")
+            if ip:
+                entry["ipAddress"] = ip  # written by whoever learned it (a guest agent); kept
+            interfaces.append(entry)
+        new = {"phase": "Running", "nodeName": status.get("nodeName") or self.node_name, "interfaces": interfaces,
+               "conditions": conditions, "phaseTransitionTimestamps": self._transitions(status, "Running")}
+        if all(status.get(k) == v for k, v in new.items()):
+            return
+        was_paused = (_condition(status, "Paused") or {}).get("status") == "True"
+        if self._patch(vmi, {"status": new}) is None:
+            return
+        if paused and not was_paused:
+            self._event(vmi, "Normal", "Paused", "VirtualMachineInstance paused")
+        elif was_paused and not paused:
+            self._event(vmi, "Normal", "Unpaused", "VirtualMachineInstance unpaused")
+
+    def _patch(self, vmi: Obj, patch: Obj) -> Obj | None:
+        """Write the agent's fields ({metadata: {...}, status: {...}}) guarded by resourceVersion.
+
+        A JSON patch rather than a merge patch: a merge patch drops the nulls inside lists, and KubeVirt's
+        conditions carry ``lastProbeTime: null``. Only the named fields are touched. On conflict the VMI
+        is read again and queued. Returns the updated object, or None when nothing was written.
+        """
+        key = _key(vmi)
+        path = path_for("kubevirt.io/v1", "virtualmachineinstances", *key)
+        ops: list[Obj] = [{"op": "replace", "path": "/metadata/resourceVersion",
+                           "value": vmi["metadata"]["resourceVersion"]}]
+        for section in ("metadata", "status"):
+            fields = patch.get(section)
+            if not fields:
+                continue
+            current = vmi.get(section)
+            if not isinstance(current, dict):
+                ops.append({"op": "add", "path": f"/{section}",
+                            "value": {k: v for k, v in fields.items() if v is not None}})
+                continue
+            for name, value in fields.items():
+                pointer = f"/{section}/" + name.replace("~", "~0").replace("/", "~1")
+                if value is None:
+                    if name in current:
+                        ops.append({"op": "remove", "path": pointer})
+                else:
+                    ops.append({"op": "add", "path": pointer, "value": value})
+        try:
+            updated = self.client.json_patch(path, ops)
+        except NotFoundError:
+            with self._cache_lock:
+                self._cache.pop(key, None)
+            return None
+        except ConflictError:
+            try:
+                self._store(self.client.get(path))
+            except NotFoundError:
+                with self._cache_lock:
+                    self._cache.pop(key, None)
+            self.queue.add(key)
+            return None
+        if (updated.get("metadata") or {}).get("labels", {}).get(NODE_LABEL) == self.node_name:
+            self._store(updated)
+        return updated
+
+    def _event(self, vmi: Obj, kind: str, reason: str, message: str) -> None:
+        meta = vmi["metadata"]
+        now = now_rfc3339()
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": meta["name"] + ".", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+                               "resourceVersion": meta.get("resourceVersion")},
+            "reason": reason, "message": message, "type": kind,
+            "source": {"component": COMPONENT, "host": self.node_name},
+            "reportingComponent": COMPONENT, "reportingInstance": self.node_name,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
+        try:
+            self.client.create(path_for("v1", "events", meta["namespace"]), body)
+        except ApiError as exc:
+            log.warning("cannot record event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], exc)

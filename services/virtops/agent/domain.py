@@ -1,0 +1,312 @@
+"""A VMI spec -> libvirt domain XML, and the node-local files its disks need.
+
+Image store mapping: a ``containerDisk.image`` reference is never pulled. It names a file in the
+node's image store: every '/' and ':' (and '@') of the reference becomes '_', and the first of
+``<name>``, ``<name>.qcow2``, ``<name>.img``, ``<name>.raw`` that exists is used.
+``quay.io/containerdisks/fedora:39`` -> ``quay.io_containerdisks_fedora_39.qcow2``.
+The image is the backing file of a qcow2 overlay in the VMI's state directory, so it is never modified.
+
+Networking is qemu user-mode only (KubeVirt's masquerade/slirp meaning); never a libvirt network or bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, Decimal
+from pathlib import Path
+from typing import Any
+
+METADATA_NS = "https://virtops.dev/agent"
+METADATA_PREFIX = "virtops"
+
+_SUFFIX: dict[str, Decimal] = {
+    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50),
+    "Ei": Decimal(2**60), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
+    "E": Decimal(10**18),
+}
+_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
+_MACHINE = re.compile(r"^(q35|pc|pc-q35-[0-9.]+|pc-i440fx-[0-9.]+)$")
+_MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
+_BUSES = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
+_SUPPORTED_VOLUMES = ("containerDisk", "emptyDisk")
+_UNSUPPORTED_DEVICES = ("gpus", "hostDevices", "filesystems", "watchdog", "tpm")
+
+
+class UnsupportedSpecError(Exception):
+    """The VMI asks for something this node cannot provide; ``field`` is the spec path at fault."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+def parse_quantity(value: str | int | float) -> Decimal:
+    """A Kubernetes quantity in base units: '64Mi' -> 67108864, '128M' -> 128000000, '500m' -> 0.5."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a quantity: {value!r}")
+    if isinstance(value, (int, float)):
+        return Decimal(str(value))
+    match = _QUANTITY.match(str(value).strip())
+    if not match:
+        raise ValueError(f"not a quantity: {value!r}")
+    number, suffix = Decimal(match.group(1)), match.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * (Decimal(10) ** int(suffix[1:]))
+    return number * _SUFFIX[suffix]
+
+
+def domain_name(namespace: str, name: str) -> str:
+    return f"{namespace}_{name}"
+
+
+def image_file_name(image: str) -> str:
+    return re.sub(r"[/:@]", "_", image)
+
+
+@dataclass
+class DiskFile:
+    """A file a disk needs before the domain starts: an overlay on an image, or an empty disk."""
+
+    path: Path
+    backing: Path | None = None
+    size_bytes: int = 0
+
+
+@dataclass
+class DomainPlan:
+    name: str
+    xml: str
+    files: list[DiskFile] = field(default_factory=list)
+
+
+def _memory_bytes(spec: dict[str, Any]) -> int:
+    domain = spec.get("domain") or {}
+    resources = domain.get("resources") or {}
+    for field_path, value in (
+        ("spec.domain.memory.guest", (domain.get("memory") or {}).get("guest")),
+        ("spec.domain.resources.requests.memory", (resources.get("requests") or {}).get("memory")),
+        ("spec.domain.resources.limits.memory", (resources.get("limits") or {}).get("memory")),
+    ):
+        if value in (None, ""):
+            continue
+        try:
+            amount = parse_quantity(value)
+        except ValueError as exc:
+            raise UnsupportedSpecError(field_path, str(exc)) from None
+        if amount < 2**20:
+            raise UnsupportedSpecError(field_path, f"{value} is less than 1Mi")
+        return int(amount.to_integral_value(ROUND_CEILING))
+    raise UnsupportedSpecError("spec.domain.resources.requests.memory",
+                               "a memory size is required (or spec.domain.memory.guest)")
+
+
+def _cpu(spec: dict[str, Any]) -> tuple[int, int, int]:
+    cpu = (spec.get("domain") or {}).get("cpu") or {}
+    counts = []
+    for key in ("sockets", "cores", "threads"):
+        value = cpu.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UnsupportedSpecError(f"spec.domain.cpu.{key}", f"must be a positive integer, not {value!r}")
+        counts.append(value)
+    return counts[0], counts[1], counts[2]
+
+
+def _interfaces(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The user-mode interfaces: [{name, mac?}]; the pod network is qemu's own 10.0.2.0/24."""
+    devices = (spec.get("domain") or {}).get("devices") or {}
+    interfaces = devices.get("interfaces")
+    networks = spec.get("networks")
+    if interfaces is None and networks is None:
+        if devices.get("autoattachPodInterface") is False:
+            return []
+        # KubeVirt's defaulting: one masquerade interface on the pod network.
+        return [{"name": "default", "mac": None, "model": "virtio"}]
+    networks_by_name: dict[str, tuple[int, dict[str, Any]]] = {}
+    for i, net in enumerate(networks or []):
+        if "pod" not in net:
+            kind = next((k for k in net if k != "name"), "?")
+            raise UnsupportedSpecError(f"spec.networks[{i}].{kind}", "only the pod network is supported on this node")
+        networks_by_name[net.get("name", "")] = (i, net)
+    result = []
+    for i, iface in enumerate(interfaces or []):
+        name = iface.get("name", "")
+        if name not in networks_by_name:
+            raise UnsupportedSpecError(f"spec.domain.devices.interfaces[{i}].name",
+                                       f"no network named {name!r} in spec.networks")
+        binding = [k for k in iface if k not in ("name", "macAddress", "model", "ports", "pciAddress", "bootOrder")]
+        for kind in binding:
+            if kind not in ("masquerade", "slirp"):
+                raise UnsupportedSpecError(
+                    f"spec.domain.devices.interfaces[{i}].{kind}",
+                    f"binding {kind!r} is not supported; use masquerade or slirp (qemu user-mode networking)")
+        model = iface.get("model", "virtio")
+        if model not in ("virtio", "e1000", "e1000e", "rtl8139"):
+            raise UnsupportedSpecError(f"spec.domain.devices.interfaces[{i}].model", f"model {model!r} is unknown")
+        mac = iface.get("macAddress")
+        if mac and not _MAC.match(mac):
+            raise UnsupportedSpecError(f"spec.domain.devices.interfaces[{i}].macAddress", f"{mac!r} is not a MAC")
+        result.append({"name": name, "mac": mac.replace("-", ":").lower() if mac else None, "model": model})
+    return result
+
+
+def _find_image(image: str, image_store: Path) -> Path | None:
+    base = image_file_name(image)
+    for candidate in (base, base + ".qcow2", base + ".img", base + ".raw"):
+        path = image_store / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+def _disks(spec: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[list[dict[str, Any]], list[DiskFile]]:
+    volumes = spec.get("volumes") or []
+    by_name: dict[str, tuple[int, dict[str, Any]]] = {}
+    for i, volume in enumerate(volumes):
+        kinds = [k for k in volume if k != "name"]
+        for kind in kinds:
+            if kind == "cloudInitNoCloud" or kind == "cloudInitConfigDrive":
+                raise UnsupportedSpecError(f"spec.volumes[{i}].{kind}",
+                                           "cloud-init disks are not supported yet (no ISO tool on this node)")
+            if kind not in _SUPPORTED_VOLUMES:
+                raise UnsupportedSpecError(f"spec.volumes[{i}].{kind}", f"volume type {kind!r} is not supported "
+                                           f"on this node (supported: {', '.join(_SUPPORTED_VOLUMES)})")
+        by_name[volume.get("name", "")] = (i, volume)
+    devices = (spec.get("domain") or {}).get("devices") or {}
+    disks: list[dict[str, Any]] = []
+    files: list[DiskFile] = []
+    used: dict[str, int] = {}
+    for d, disk in enumerate(devices.get("disks") or []):
+        name = disk.get("name", "")
+        if name not in by_name:
+            raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}].name", f"no volume named {name!r}")
+        kind = next((k for k in ("disk", "cdrom", "lun") if k in disk), "disk")
+        if kind != "disk":
+            raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}].{kind}", f"{kind} disks are not supported")
+        bus = (disk.get("disk") or {}).get("bus", "virtio")
+        if bus not in _BUSES:
+            raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}].disk.bus", f"bus {bus!r} is not supported")
+        prefix = _BUSES[bus]
+        index = used.get(prefix, 0)
+        used[prefix] = index + 1
+        target = prefix + "abcdefghijklmnopqrstuvwxyz"[index]
+        v, volume = by_name[name]
+        path = state_dir / f"disk-{name}.qcow2"
+        if "containerDisk" in volume:
+            image = (volume["containerDisk"] or {}).get("image", "")
+            found = _find_image(image, image_store) if image else None
+            if found is None:
+                raise UnsupportedSpecError(f"spec.volumes[{v}].containerDisk.image",
+                                           f"image {image!r} is not in the node's image store {image_store} "
+                                           f"(expected a file named {image_file_name(image)}[.qcow2|.img|.raw])")
+            files.append(DiskFile(path=path, backing=found))
+        else:
+            capacity = (volume["emptyDisk"] or {}).get("capacity")
+            try:
+                size = parse_quantity(capacity) if capacity is not None else Decimal(0)
+            except ValueError as exc:
+                raise UnsupportedSpecError(f"spec.volumes[{v}].emptyDisk.capacity", str(exc)) from None
+            if size <= 0:
+                raise UnsupportedSpecError(f"spec.volumes[{v}].emptyDisk.capacity", "a positive capacity is required")
+            files.append(DiskFile(path=path, size_bytes=int(size.to_integral_value(ROUND_CEILING))))
+        disks.append({"path": path, "bus": bus, "target": target, "boot": disk.get("bootOrder")})
+    return disks, files
+
+
+def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image_store: Path,
+                node_name: str | None = None) -> DomainPlan:
+    """Validate the whole spec first (nothing is created), then describe the domain and its files.
+
+    ``node_name`` goes into the metadata marker (default: status.nodeName); an agent only touches
+    domains whose marker names its node.
+    """
+    meta = vmi.get("metadata") or {}
+    spec = vmi.get("spec") or {}
+    name = domain_name(meta.get("namespace", ""), meta.get("name", ""))
+    for key in _UNSUPPORTED_DEVICES:
+        if ((spec.get("domain") or {}).get("devices") or {}).get(key):
+            raise UnsupportedSpecError(f"spec.domain.devices.{key}", f"{key} are not supported on this node")
+    memory = _memory_bytes(spec)
+    sockets, cores, threads = _cpu(spec)
+    machine = ((spec.get("domain") or {}).get("machine") or {}).get("type") or "q35"
+    if not _MACHINE.match(machine):
+        raise UnsupportedSpecError("spec.domain.machine.type", f"machine type {machine!r} is not supported "
+                                   "(q35, pc, pc-q35-*, pc-i440fx-*)")
+    interfaces = _interfaces(spec)
+    disks, files = _disks(spec, state_dir, image_store)
+
+    ET.register_namespace(METADATA_PREFIX, METADATA_NS)
+    root = ET.Element("domain", type=domain_type)
+    ET.SubElement(root, "name").text = name
+    if meta.get("uid"):
+        ET.SubElement(root, "uuid").text = meta["uid"]
+    metadata = ET.SubElement(root, "metadata")
+    ET.SubElement(metadata, f"{{{METADATA_NS}}}vmi", namespace=meta.get("namespace", ""), name=meta.get("name", ""),
+                  uid=meta.get("uid", ""),
+                  node=node_name or (vmi.get("status") or {}).get("nodeName") or "")
+    ET.SubElement(root, "memory", unit="KiB").text = str(-(-memory // 1024))
+    ET.SubElement(root, "vcpu", placement="static").text = str(sockets * cores * threads)
+    os_el = ET.SubElement(root, "os")
+    ET.SubElement(os_el, "type", arch="x86_64", machine=machine).text = "hvm"
+    features = ET.SubElement(root, "features")
+    ET.SubElement(features, "acpi")
+    ET.SubElement(features, "apic")
+    cpu = ET.SubElement(root, "cpu")
+    ET.SubElement(cpu, "topology", sockets=str(sockets), dies="1", cores=str(cores), threads=str(threads))
+    ET.SubElement(root, "on_poweroff").text = "destroy"
+    ET.SubElement(root, "on_reboot").text = "restart"
+    ET.SubElement(root, "on_crash").text = "destroy"
+    devices = ET.SubElement(root, "devices")
+    for disk in disks:
+        el = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(el, "driver", name="qemu", type="qcow2")
+        ET.SubElement(el, "source", file=str(disk["path"]))
+        ET.SubElement(el, "target", dev=disk["target"], bus=disk["bus"])
+        if disk["boot"]:
+            ET.SubElement(el, "boot", order=str(disk["boot"]))
+    for iface in interfaces:
+        el = ET.SubElement(devices, "interface", type="user")
+        if iface["mac"]:
+            ET.SubElement(el, "mac", address=iface["mac"])
+        ET.SubElement(el, "model", type=iface["model"])
+        ET.SubElement(el, "alias", name="ua-" + re.sub(r"[^A-Za-z0-9_-]", "-", iface["name"]))
+    serial = ET.SubElement(devices, "serial", type="file")
+    ET.SubElement(serial, "source", path=str(state_dir / "serial.log"), append="on")
+    ET.SubElement(serial, "target", port="0")
+    ET.SubElement(devices, "memballoon", model="none")
+    ET.indent(root)
+    return DomainPlan(name=name, xml=ET.tostring(root, encoding="unicode"), files=files)
+
+
+def domain_xml(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image_store: Path,
+               node_name: str | None = None) -> str:
+    """The libvirt domain XML of a VMI; raises UnsupportedSpecError naming the field at fault."""
+    return plan_domain(vmi, domain_type=domain_type, state_dir=state_dir, image_store=image_store,
+                       node_name=node_name).xml
+
+
+def interface_names(vmi: dict[str, Any]) -> list[str]:
+    """The VMI's interface names in the order their <interface> elements appear in the domain."""
+    return [i["name"] for i in _interfaces(vmi.get("spec") or {})]
+
+
+def prepare_files(plan: DomainPlan, state_dir: Path) -> None:
+    """Create the overlays and empty disks that do not exist yet (an adopted domain keeps its own)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o755)  # qemu runs as its own user under qemu:///system
+    for disk in plan.files:
+        if disk.path.exists():
+            continue
+        if disk.backing is not None:
+            info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk.backing)],
+                                             check=True, capture_output=True, text=True).stdout)
+            cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", info.get("format", "raw"),
+                   "-b", str(disk.backing), str(disk.path)]
+        else:
+            cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(disk.path), str(disk.size_bytes)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True)

@@ -1,0 +1,195 @@
+"""The narrow hypervisor interface of the agent; the only module that imports libvirt."""
+
+from __future__ import annotations
+
+import threading
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+import libvirt
+
+from virtops.agent.domain import METADATA_NS
+
+RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
+
+
+def _quiet(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; ours are raised and handled instead."""
+
+
+libvirt.registerErrorHandler(_quiet, None)
+
+_STATE_NAMES = {
+    libvirt.VIR_DOMAIN_NOSTATE: "nostate", libvirt.VIR_DOMAIN_RUNNING: "running",
+    libvirt.VIR_DOMAIN_BLOCKED: "blocked", libvirt.VIR_DOMAIN_PAUSED: "paused",
+    libvirt.VIR_DOMAIN_SHUTDOWN: "shutdown", libvirt.VIR_DOMAIN_SHUTOFF: "shutoff",
+    libvirt.VIR_DOMAIN_CRASHED: "crashed", libvirt.VIR_DOMAIN_PMSUSPENDED: "pmsuspended",
+}
+
+
+@dataclass(frozen=True)
+class DomainState:
+    """A domain's state in VMI terms: phase Running/Succeeded/Failed, or None for defined-but-never-started."""
+
+    phase: str | None
+    paused: bool
+    libvirt_state: str
+    reason: int
+
+
+@dataclass(frozen=True)
+class DomainMarker:
+    """What the agent wrote into <metadata>: which VMI (and node) the domain belongs to."""
+
+    namespace: str
+    name: str
+    uid: str
+    node: str
+
+
+class LibvirtHypervisor:
+    def __init__(self, uri: str = "qemu:///system", poll_seconds: float = 0.1) -> None:
+        self.uri = uri
+        self.poll_seconds = poll_seconds
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    # --- connection ---------------------------------------------------------
+    def _connection(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is None or not self._conn.isAlive():
+                self._conn = libvirt.open(self.uri)
+            return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+
+    def _lookup(self, name: str) -> libvirt.virDomain | None:
+        try:
+            return self._connection().lookupByName(name)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    # --- queries ------------------------------------------------------------
+    def state(self, name: str) -> DomainState | None:
+        dom = self._lookup(name)
+        if dom is None:
+            return None
+        try:
+            state, reason = dom.state()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+        phase: str | None
+        if state in (libvirt.VIR_DOMAIN_RUNNING, libvirt.VIR_DOMAIN_BLOCKED, libvirt.VIR_DOMAIN_PMSUSPENDED,
+                     libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_SHUTDOWN):
+            phase = RUNNING  # SHUTDOWN means "shutting down": still running until it is off
+        elif state == libvirt.VIR_DOMAIN_CRASHED:
+            phase = FAILED
+        elif state == libvirt.VIR_DOMAIN_SHUTOFF:
+            if reason == libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN:
+                phase = SUCCEEDED
+            elif reason in (libvirt.VIR_DOMAIN_SHUTOFF_UNKNOWN, libvirt.VIR_DOMAIN_SHUTOFF_SAVED):
+                phase = None  # defined, not started (or saved): nothing ran to an end
+            else:
+                phase = FAILED  # crashed, destroyed behind our back, failed to start
+        else:
+            phase = None
+        return DomainState(phase=phase, paused=state == libvirt.VIR_DOMAIN_PAUSED,
+                           libvirt_state=_STATE_NAMES.get(state, str(state)), reason=reason)
+
+    def list_names(self, prefix: str = "") -> list[str]:
+        return sorted(d.name() for d in self._connection().listAllDomains() if d.name().startswith(prefix))
+
+    def marker(self, name: str) -> DomainMarker | None:
+        """The agent's metadata element, or None for domains the agent did not define."""
+        dom = self._lookup(name)
+        if dom is None:
+            return None
+        try:
+            raw = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+        except libvirt.libvirtError:
+            return None
+        el = ET.fromstring(raw)
+        return DomainMarker(namespace=el.get("namespace", ""), name=el.get("name", ""), uid=el.get("uid", ""),
+                            node=el.get("node", ""))
+
+    def macs(self, name: str) -> list[str]:
+        """MAC addresses of the domain's interfaces, in device order (libvirt fills in generated ones)."""
+        dom = self._lookup(name)
+        if dom is None:
+            return []
+        root = ET.fromstring(dom.XMLDesc(0))
+        return [m.get("address", "") for m in root.findall("./devices/interface/mac")]
+
+    # --- actions ------------------------------------------------------------
+    def ensure_running(self, name: str, xml: str) -> bool:
+        """Define (if missing) and start (if not active). True when something changed."""
+        dom = self._lookup(name)
+        changed = False
+        if dom is None:
+            dom = self._connection().defineXML(xml)
+            changed = True
+        if not dom.isActive():
+            try:
+                dom.create()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # already running (a race)
+                    raise
+            changed = True
+        return changed
+
+    def pause(self, name: str) -> bool:
+        """Suspend a RUNNING domain; anything else is left alone. True when it was suspended."""
+        dom = self._lookup(name)
+        if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            return False
+        dom.suspend()
+        return True
+
+    def resume(self, name: str) -> bool:
+        """Resume a PAUSED domain; anything else is left alone. True when it was resumed."""
+        dom = self._lookup(name)
+        if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_PAUSED:
+            return False
+        dom.resume()
+        return True
+
+    def stop(self, name: str, grace_seconds: float) -> bool:
+        """ACPI shutdown, destroy when the grace period ends, then undefine. True when a domain existed."""
+        deadline = time.monotonic() + max(0.0, grace_seconds)
+        dom = self._lookup(name)
+        if dom is None:
+            return False
+        try:
+            if dom.isActive():
+                if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                    dom.resume()  # a frozen guest cannot see the power button
+                if grace_seconds > 0:
+                    try:
+                        dom.shutdown()
+                    except libvirt.libvirtError:
+                        pass  # no ACPI (or already going down): the deadline decides
+                while dom.isActive() and time.monotonic() < deadline:
+                    time.sleep(self.poll_seconds)
+                if dom.isActive():
+                    try:
+                        dom.destroy()
+                    except libvirt.libvirtError:
+                        if dom.isActive():
+                            raise
+            dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+        return True

@@ -1,0 +1,193 @@
+"""VMI spec -> libvirt domain XML: sizes, CPU topology, user-mode interfaces, disks, and the fields we refuse."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import xml.etree.ElementTree as ET
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from virtops.agent.domain import (
+    METADATA_NS,
+    UnsupportedSpecError,
+    domain_xml,
+    image_file_name,
+    parse_quantity,
+    plan_domain,
+    prepare_files,
+)
+
+BASE = {
+    "metadata": {"namespace": "ns1", "name": "vm1", "uid": "0b9f5a8e-6d1c-4c53-9d3e-2f1f7d0f2a11"},
+    "spec": {"domain": {"resources": {"requests": {"memory": "64Mi"}}, "devices": {}}},
+    "status": {"nodeName": "node-a"},
+}
+
+
+def vmi(**changes) -> dict:
+    obj = copy.deepcopy(BASE)
+    for dotted, value in changes.items():
+        target = obj["spec"]
+        *parents, leaf = dotted.split("__")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return obj
+
+
+def xml_of(obj: dict, tmp_path: Path) -> ET.Element:
+    return ET.fromstring(domain_xml(obj, domain_type="qemu", state_dir=tmp_path / "state",
+                                    image_store=tmp_path / "images"))
+
+
+def unsupported(obj: dict, tmp_path: Path) -> UnsupportedSpecError:
+    with pytest.raises(UnsupportedSpecError) as info:
+        domain_xml(obj, domain_type="qemu", state_dir=tmp_path / "state", image_store=tmp_path / "images")
+    return info.value
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("64Mi", 64 * 2**20), ("1Gi", 2**30), ("128M", 128 * 10**6), ("1.5Gi", 3 * 2**29), ("500m", Decimal("0.5")),
+    ("2", 2), (3, 3), ("1e3", 1000), ("2k", 2000), ("1Ki", 1024),
+])
+def test_quantities_parse_to_base_units(text, expected):
+    assert parse_quantity(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "Mi", "64MB", "1.2.3", "-", "64 Mi"])
+def test_malformed_quantities_are_rejected(text):
+    with pytest.raises(ValueError):
+        parse_quantity(text)
+
+
+def test_diskless_vmi_gets_name_memory_marker_serial_and_a_user_interface(tmp_path):
+    root = xml_of(vmi(), tmp_path)
+    assert root.get("type") == "qemu"
+    assert root.findtext("name") == "ns1_vm1"
+    assert root.findtext("uuid") == BASE["metadata"]["uid"]
+    assert root.find("memory").get("unit") == "KiB" and root.findtext("memory") == "65536"
+    assert root.findtext("vcpu") == "1"
+    assert root.find("os/type").get("machine") == "q35"
+    marker = root.find(f"metadata/{{{METADATA_NS}}}vmi")
+    assert marker.attrib == {"namespace": "ns1", "name": "vm1", "uid": BASE["metadata"]["uid"], "node": "node-a"}
+    serial = root.find("devices/serial")
+    assert serial.get("type") == "file"
+    assert serial.find("source").get("path") == str(tmp_path / "state" / "serial.log")
+    interfaces = root.findall("devices/interface")
+    assert [i.get("type") for i in interfaces] == ["user"]
+    assert interfaces[0].find("model").get("type") == "virtio"
+    assert root.findall("devices/disk") == []
+
+
+def test_guest_memory_wins_over_requests_and_decimal_units_round_up(tmp_path):
+    obj = vmi(domain__memory={"guest": "128M"})
+    assert xml_of(obj, tmp_path).findtext("memory") == str(-(-128 * 10**6 // 1024))
+
+
+def test_cpu_topology_sets_vcpus_and_topology(tmp_path):
+    root = xml_of(vmi(domain__cpu={"sockets": 2, "cores": 3, "threads": 1}), tmp_path)
+    assert root.findtext("vcpu") == "6"
+    assert root.find("cpu/topology").attrib == {"sockets": "2", "dies": "1", "cores": "3", "threads": "1"}
+
+
+def test_masquerade_and_slirp_interfaces_are_user_mode_and_keep_their_mac(tmp_path):
+    obj = vmi(domain__devices__interfaces=[
+        {"name": "default", "masquerade": {}, "macAddress": "02:00:00:AA:BB:CC"},
+        {"name": "second", "slirp": {}, "model": "e1000"},
+    ], networks=[{"name": "default", "pod": {}}, {"name": "second", "pod": {}}])
+    interfaces = xml_of(obj, tmp_path).findall("devices/interface")
+    assert [i.get("type") for i in interfaces] == ["user", "user"]
+    assert interfaces[0].find("mac").get("address") == "02:00:00:aa:bb:cc"
+    assert interfaces[1].find("mac") is None
+    assert interfaces[1].find("model").get("type") == "e1000"
+    assert "network" not in ET.tostring(xml_of(obj, tmp_path), encoding="unicode").lower().replace("pod", "")
+
+
+def test_autoattach_false_means_no_interface(tmp_path):
+    assert xml_of(vmi(domain__devices__autoattachPodInterface=False), tmp_path).findall("devices/interface") == []
+
+
+def test_machine_type_pc_is_kept(tmp_path):
+    assert xml_of(vmi(domain__machine={"type": "pc"}), tmp_path).find("os/type").get("machine") == "pc"
+
+
+def test_names_are_escaped_not_injected(tmp_path):
+    obj = vmi()
+    obj["metadata"]["name"] = "a<b>&c"
+    assert xml_of(obj, tmp_path).findtext("name") == "ns1_a<b>&c"
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"domain__devices__interfaces": [{"name": "default", "bridge": {}}],
+      "networks": [{"name": "default", "pod": {}}]}, "spec.domain.devices.interfaces[0].bridge"),
+    ({"domain__devices__interfaces": [{"name": "default", "masquerade": {}}],
+      "networks": [{"name": "default", "multus": {"networkName": "x"}}]}, "spec.networks[0].multus"),
+    ({"domain__devices__interfaces": [{"name": "nope", "masquerade": {}}],
+      "networks": [{"name": "default", "pod": {}}]}, "spec.domain.devices.interfaces[0].name"),
+    ({"domain__devices__disks": [{"name": "d", "disk": {}}], "volumes": [{"name": "d", "hostDisk": {"path": "/x"}}]},
+     "spec.volumes[0].hostDisk"),
+    ({"domain__devices__disks": [{"name": "d", "disk": {}}],
+      "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "c"}}]},
+     "spec.volumes[0].persistentVolumeClaim"),
+    ({"volumes": [{"name": "ci", "cloudInitNoCloud": {"userData": "#cloud-config"}}]},
+     "spec.volumes[0].cloudInitNoCloud"),
+    ({"domain__devices__disks": [{"name": "missing", "disk": {}}]}, "spec.domain.devices.disks[0].name"),
+    ({"domain__devices__disks": [{"name": "d", "cdrom": {}}],
+      "volumes": [{"name": "d", "emptyDisk": {"capacity": "1Gi"}}]}, "spec.domain.devices.disks[0].cdrom"),
+    ({"domain__devices__disks": [{"name": "d", "disk": {}}], "volumes": [{"name": "d", "emptyDisk": {}}]},
+     "spec.volumes[0].emptyDisk.capacity"),
+    ({"domain__resources": {}}, "spec.domain.resources.requests.memory"),
+    ({"domain__memory": {"guest": "lots"}}, "spec.domain.memory.guest"),
+    ({"domain__cpu": {"cores": 0}}, "spec.domain.cpu.cores"),
+    ({"domain__machine": {"type": "virt"}}, "spec.domain.machine.type"),
+    ({"domain__devices__gpus": [{"name": "g", "deviceName": "x"}]}, "spec.domain.devices.gpus"),
+])
+def test_unsupported_fields_are_named(tmp_path, changes, field):
+    error = unsupported(vmi(**changes), tmp_path)
+    assert error.field == field
+    assert str(error).startswith(field + ": ")
+
+
+def test_missing_container_disk_image_names_the_field_and_the_store(tmp_path):
+    obj = vmi(domain__devices__disks=[{"name": "root", "disk": {"bus": "virtio"}}],
+              volumes=[{"name": "root", "containerDisk": {"image": "quay.io/containerdisks/fedora:39"}}])
+    error = unsupported(obj, tmp_path)
+    assert error.field == "spec.volumes[0].containerDisk.image"
+    store = tmp_path / "images"
+    assert f"'quay.io/containerdisks/fedora:39' is not in the node's image store {store}" in str(error)
+    assert not (tmp_path / "state").exists()  # validation creates nothing
+
+
+def test_image_reference_maps_to_a_file_name():
+    assert image_file_name("quay.io/containerdisks/fedora:39") == "quay.io_containerdisks_fedora_39"
+    assert image_file_name("registry:5000/a/b@sha256:ab") == "registry_5000_a_b_sha256_ab"
+
+
+def test_container_disk_becomes_an_overlay_and_empty_disk_a_fresh_qcow2(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    image = images / "example.org_cirros_0.6.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+    before = image.read_bytes()
+    obj = vmi(domain__devices__disks=[{"name": "root", "disk": {}, "bootOrder": 1},
+                                      {"name": "scratch", "disk": {"bus": "sata"}}],
+              volumes=[{"name": "root", "containerDisk": {"image": "example.org/cirros:0.6"}},
+                       {"name": "scratch", "emptyDisk": {"capacity": "32Mi"}}])
+    state = tmp_path / "state"
+    plan = plan_domain(obj, domain_type="qemu", state_dir=state, image_store=images)
+    disks = ET.fromstring(plan.xml).findall("devices/disk")
+    assert [(d.find("target").get("dev"), d.find("target").get("bus")) for d in disks] == [("vda", "virtio"),
+                                                                                            ("sda", "sata")]
+    assert disks[0].find("boot").get("order") == "1"
+    assert [d.find("driver").get("type") for d in disks] == ["qcow2", "qcow2"]
+
+    prepare_files(plan, state)
+    overlay = subprocess.run(["qemu-img", "info", "--output=json", str(state / "disk-root.qcow2")],
+                             check=True, capture_output=True, text=True).stdout
+    assert str(image) in overlay and '"backing-filename-format": "qcow2"' in overlay
+    assert '"virtual-size": 33554432' in subprocess.run(
+        ["qemu-img", "info", "--output=json", str(state / "disk-scratch.qcow2")],
+        check=True, capture_output=True, text=True).stdout
+    assert image.read_bytes() == before
