@@ -26,8 +26,12 @@ def parse(value: str | int | float) -> Decimal:
     return number * Decimal(_SUFFIX[suffix])
 
 
+# KubeVirt's default cpuAllocationRatio: without a CPU request a vCPU asks for 1/10 of a core.
+CPU_ALLOCATION_RATIO = 10
+
+
 def vmi_requests(vmi: dict) -> tuple[Decimal, Decimal]:
-    """(cpu cores, memory bytes) a VMI needs: requests, else guest memory and CPU topology."""
+    """(cpu cores, memory bytes) a VMI needs: requests, else guest memory and vCPUs / allocation ratio."""
     domain = (vmi.get("spec") or {}).get("domain") or {}
     requests = (domain.get("resources") or {}).get("requests") or {}
     memory = requests.get("memory") or (domain.get("memory") or {}).get("guest") or "0"
@@ -35,5 +39,6 @@ def vmi_requests(vmi: dict) -> tuple[Decimal, Decimal]:
         cpu = parse(requests["cpu"])
     else:
         topo = domain.get("cpu") or {}
-        cpu = Decimal(int(topo.get("cores", 1)) * int(topo.get("sockets", 1)) * int(topo.get("threads", 1)))
+        vcpus = int(topo.get("cores", 1)) * int(topo.get("sockets", 1)) * int(topo.get("threads", 1))
+        cpu = Decimal(vcpus) / CPU_ALLOCATION_RATIO
     return cpu, parse(memory)

@@ -95,6 +95,28 @@ def _reap(pid: int) -> None:
         time.sleep(0.05)
 
 
+def _destroy_domains_of(nodes: list[str]) -> None:
+    """Agents keep their domains across restarts by design; a lab that goes down takes its guests along.
+
+    Only domains carrying the agent's metadata marker for one of these nodes are touched.
+    """
+    try:
+        from virtops.agent.hypervisor import LibvirtHypervisor
+    except ImportError:  # no libvirt-python: no agents could have run
+        return
+    hypervisor = LibvirtHypervisor()
+    try:
+        for name in hypervisor.list_names():
+            marker = hypervisor.marker(name)
+            if marker is not None and marker.node in nodes:
+                _say(f"destroying domain {name} of lab node {marker.node}")
+                hypervisor.stop(name, 0)
+    except Exception as exc:  # noqa: BLE001 - libvirtd gone: nothing of ours can still run there
+        _say(f"could not clean the lab's domains: {exc}")
+    finally:
+        hypervisor.close()
+
+
 def _say(msg: str) -> None:
     print(f"[lab] {msg}", file=sys.stderr, flush=True)
 
@@ -134,7 +156,9 @@ class ControlPlane:
         info = self._load()
         if info is None:
             return None
-        info.healthy = self._processes_alive(info) and self._ready(info)
+        info.healthy = self._processes_alive(info) and self._ready(info) and (
+            not self.stack or "controller" in info.pids
+        )
         return info
 
     def down(self) -> bool:
@@ -148,6 +172,9 @@ class ControlPlane:
                 entry = info.pids.get(component)
                 if entry:
                     self._stop(component, entry["pid"], entry["ticks"])
+            agent_nodes = [c.removeprefix("agent-") for c in services if c.startswith("agent-")]
+            if agent_nodes:
+                _destroy_domains_of(agent_nodes)
         if existed:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         return existed or info is not None
@@ -336,6 +363,8 @@ class ControlPlane:
                 py, "-m", "virtops.agent.main", f"--kubeconfig={info.kubeconfig}", f"--node-name={node}",
                 f"--state-dir={sd / 'agents' / node}", f"--image-store={sd / 'images'}",
                 f"--labels=virtops.kubevirt.io/lab={self.name}",
+                # Lab capacity: room for many tiny guests; the scheduler still enforces it.
+                "--cpu=4", "--memory=8Gi", "--heartbeat-seconds=5",
             ])
             self._save(info)
 

@@ -34,9 +34,9 @@ def test_quantities(text, value):
     assert parse(text) == value
 
 
-def test_requests_fall_back_to_guest_memory_and_cpu_topology():
+def test_requests_fall_back_to_guest_memory_and_vcpus_over_kubevirts_allocation_ratio():
     obj = {"spec": {"domain": {"memory": {"guest": "256Mi"}, "cpu": {"cores": 2, "sockets": 2}}}}
-    assert vmi_requests(obj) == (4, 256 * 2**20)
+    assert vmi_requests(obj) == (Decimal("0.4"), 256 * 2**20)
 
 
 def test_spreads_onto_the_node_with_most_free_memory():
