@@ -1,0 +1,152 @@
+"""vmi_power end to end: a stack lab (controller + subresource API + a real node agent + libvirt)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from conftest import CRDS, USER_ROLES, Kubectl, run_module
+
+libvirt = pytest.importorskip("libvirt")
+
+
+def wait_until(predicate, attempts=600, delay=0.1):
+    for _attempt in range(attempts):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(delay)
+    raise AssertionError("condition not reached")
+
+
+@pytest.fixture(scope="module")
+def stack():
+    """A lab of its own with our controller and one node agent (lab-node-1)."""
+    from virtops.lab import ControlPlane
+
+    plane = ControlPlane(f"power-{os.getpid()}", stack=True, nodes=1)
+    info = plane.up()
+    kubectl = Kubectl(f"{info.state_dir}/bin/kubectl", info.kubeconfig)
+    kubectl("apply", "--server-side", "-f", str(CRDS), "-f", str(USER_ROLES))
+    kubectl("wait", "--for=condition=Established", "crd/virtualmachineinstances.kubevirt.io", "--timeout=60s")
+    wait_until(lambda: kubectl.run("get", "apiservice", "v1.subresources.kubevirt.io", "-o",
+                                   "jsonpath={.status.conditions[?(@.type=='Available')].status}",
+                                   check=False).stdout == "True")
+    try:
+        yield info, kubectl
+    finally:
+        plane.down()
+
+
+@pytest.fixture
+def ns(stack):
+    _info, kubectl = stack
+    name = f"p-{os.urandom(3).hex()}"
+    kubectl("create", "namespace", name)
+    yield name
+    kubectl("delete", "vmis", "--all", "-n", name, "--wait=true", "--timeout=60s")
+    kubectl("delete", "namespace", name, "--wait=false")
+
+
+def power(stack, check_mode=False, **args):
+    info, _kubectl = stack
+    return run_module("vmi_power", dict({"kubeconfig": info.kubeconfig}, **args), check_mode=check_mode)
+
+
+def running_vmi(stack, ns, name="testvmi", **spec):
+    info, kubectl = stack
+    body = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": name},
+            # A diskless guest ignores ACPI: a short grace period keeps deletes quick.
+            "spec": dict({"terminationGracePeriodSeconds": 1,
+                          "domain": {"devices": {}, "resources": {"requests": {"memory": "64Mi"}}}}, **spec)}
+    kubectl("-n", ns, "create", "-f", "-", stdin=json.dumps(body))
+    result = run_module("vmi", {"kubeconfig": info.kubeconfig, "name": name, "namespace": ns, "state": "present",
+                                "definition": body, "wait": True, "wait_timeout": 120})
+    assert result["summary"]["phase"] == "Running", result
+    return result
+
+
+def domain_state(ns, name):
+    conn = libvirt.open("qemu:///system")
+    try:
+        return conn.lookupByName(f"{ns}_{name}").state()[0]
+    finally:
+        conn.close()
+
+
+def test_pause_pause_again_unpause_unpause_again(stack, ns):
+    _info, kubectl = stack
+    running_vmi(stack, ns)
+    first = power(stack, name="testvmi", namespace=ns, state="paused")
+    assert first["changed"] is True and first["summary"]["paused"] is True
+    assert domain_state(ns, "testvmi") == libvirt.VIR_DOMAIN_PAUSED
+    message = kubectl("-n", ns, "get", "vmi", "testvmi", "-o",
+                      "jsonpath={.status.conditions[?(@.type==\"Paused\")].message}")
+    assert message == "VMI was paused by user"
+    assert kubectl("-n", ns, "get", "vmi", "testvmi", "-o", "jsonpath={.status.phase}") == "Running"
+
+    again = power(stack, name="testvmi", namespace=ns, state="paused")
+    assert again["changed"] is False
+
+    resumed = power(stack, name="testvmi", namespace=ns, state="running")
+    assert resumed["changed"] is True and resumed["summary"]["paused"] is False
+    assert domain_state(ns, "testvmi") == libvirt.VIR_DOMAIN_RUNNING
+    assert power(stack, name="testvmi", namespace=ns, state="running")["changed"] is False
+
+
+def test_check_run_then_real_run_then_check_run(stack, ns):
+    running_vmi(stack, ns)
+    check = power(stack, check_mode=True, name="testvmi", namespace=ns, state="paused")
+    assert check["changed"] is True
+    assert domain_state(ns, "testvmi") == libvirt.VIR_DOMAIN_RUNNING
+    assert power(stack, name="testvmi", namespace=ns, state="paused")["changed"] is True
+    assert power(stack, check_mode=True, name="testvmi", namespace=ns, state="paused")["changed"] is False
+
+
+def test_pause_a_vm_by_name(stack, ns):
+    _info, kubectl = stack
+    vm = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "myvm"},
+          "spec": {"runStrategy": "Manual", "template": {"spec": {"domain": {"devices": {}}}}}}
+    kubectl("-n", ns, "create", "-f", "-", stdin=json.dumps(vm))
+    stopped = power(stack, kind="vm", name="myvm", namespace=ns, state="paused")
+    assert stopped["failed"] is True and f"VirtualMachine {ns}/myvm is not running" in stopped["msg"]
+    running_vmi(stack, ns, name="myvm")
+    result = power(stack, kind="VirtualMachine", name="myvm", namespace=ns, state="paused")
+    assert result["changed"] is True and result["summary"]["paused"] is True
+
+
+def test_pausing_a_vmi_that_is_not_running_fails_clearly(stack, ns):
+    _info, kubectl = stack
+    body = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": {"name": "nowhere"},
+            "spec": {"nodeSelector": {"no": "such-node"}, "domain": {"devices": {}}}}
+    kubectl("-n", ns, "create", "-f", "-", stdin=json.dumps(body))
+    result = power(stack, name="nowhere", namespace=ns, state="paused")
+    assert result["failed"] is True
+    assert "VM is not running" in result["msg"]
+    check = power(stack, check_mode=True, name="nowhere", namespace=ns, state="paused")
+    assert check["failed"] is True and "VM is not running" in check["msg"]
+
+
+def test_a_user_without_the_pause_verb_gets_a_clear_403(stack, ns):
+    _info, kubectl = stack
+    running_vmi(stack, ns)
+    kubectl("-n", ns, "create", "rolebinding", "viewer", "--clusterrole=kubevirt.io:view", "--user=viewer")
+    result = power(stack, name="testvmi", namespace=ns, state="paused", impersonate_user="viewer")
+    assert result["failed"] is True
+    assert "RBAC denied verb update on virtualmachineinstances/pause" in result["msg"]
+    assert domain_state(ns, "testvmi") == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_wait_times_out_with_the_last_state_when_no_agent_acts(stack, ns):
+    _info, kubectl = stack
+    body = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": "orphan", "labels": {"kubevirt.io/nodeName": "ghost"}},
+            "spec": {"domain": {"devices": {}}},
+            "status": {"phase": "Running", "nodeName": "ghost"}}
+    kubectl("-n", ns, "create", "-f", "-", stdin=json.dumps(body))
+    result = power(stack, name="orphan", namespace=ns, state="paused", wait_timeout=2)
+    assert result["failed"] is True
+    assert "timed out after 2s waiting for condition Paused=True" in result["msg"]
+    assert "last seen: phase 'Running', node 'ghost'" in result["msg"]
