@@ -235,8 +235,8 @@ def test_user_with_the_edit_role_may_pause(api, kubectl, namespace) -> None:
 
 def test_only_the_front_proxy_is_trusted(api) -> None:
     path = f"{GV}/namespaces/default/virtualmachineinstances/x/pause"
-    code, status = api.direct("PUT", path, front_proxy=False, headers={"X-Remote-User": "system:admin",
-                                                                      "X-Remote-Group": "system:masters"})
+    spoofed = {"X-Remote-User": "system:admin", "X-Remote-Group": "system:masters"}
+    code, status = api.direct("PUT", path, front_proxy=False, headers=spoofed)
     assert (code, status["reason"]) == (401, "Unauthorized")
     code, status = api.direct("GET", GV, front_proxy=False)
     assert code == 401

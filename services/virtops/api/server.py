@@ -219,8 +219,8 @@ class SubresourceServer:
             raise RuntimeError("SubresourceServer already started")
         self.front_proxy = FrontProxyConfig.load(self.client)
         httpd = _Server((self.host, self.port), _Handler, bind_and_activate=True)
-        httpd.socket = self._tls(self.front_proxy).wrap_socket(httpd.socket, server_side=True,
-                                                                do_handshake_on_connect=False)
+        context = self._tls(self.front_proxy)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         httpd.client = self.client
         httpd.subresources = Subresources(self.client)
         httpd.front_proxy = self.front_proxy
@@ -238,4 +238,3 @@ class SubresourceServer:
             self._thread.join(timeout=10)
         self._httpd = None
         self._thread = None
-

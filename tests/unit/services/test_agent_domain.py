@@ -178,8 +178,8 @@ def test_container_disk_becomes_an_overlay_and_empty_disk_a_fresh_qcow2(tmp_path
     state = tmp_path / "state"
     plan = plan_domain(obj, domain_type="qemu", state_dir=state, image_store=images)
     disks = ET.fromstring(plan.xml).findall("devices/disk")
-    assert [(d.find("target").get("dev"), d.find("target").get("bus")) for d in disks] == [("vda", "virtio"),
-                                                                                            ("sda", "sata")]
+    targets = [(d.find("target").get("dev"), d.find("target").get("bus")) for d in disks]
+    assert targets == [("vda", "virtio"), ("sda", "sata")]
     assert disks[0].find("boot").get("order") == "1"
     assert [d.find("driver").get("type") for d in disks] == ["qcow2", "qcow2"]
 

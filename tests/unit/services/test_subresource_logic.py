@@ -63,9 +63,8 @@ class FakeClient:
 
 
 def vmi(phase: str = "Running", annotation: str | None = None, paused_condition: bool = False) -> dict:
-    obj: dict = {"kind": "VirtualMachineInstance", "metadata": {"name": "v", "namespace": "ns", "resourceVersion": "1",
-                                                                 "uid": "u1"},
-                 "status": {"phase": phase}}
+    meta = {"name": "v", "namespace": "ns", "resourceVersion": "1", "uid": "u1"}
+    obj: dict = {"kind": "VirtualMachineInstance", "metadata": meta, "status": {"phase": phase}}
     if annotation:
         obj["metadata"]["annotations"] = {POWER_STATE: annotation}
     if paused_condition:
