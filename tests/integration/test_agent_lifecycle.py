@@ -30,7 +30,7 @@ PAUSED = {"type": "Paused", "status": "True", "reason": "PausedByUser", "message
 def wait_for(what: str, probe: Callable[[], Any], attempts: int = 300, delay: float = 0.1) -> Any:
     """Poll a bounded number of times; the failure says what was awaited and the last value seen."""
     value = None
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         value = probe()
         if value:
             return value
@@ -91,7 +91,7 @@ class Harness:
         return state.libvirt_state if state else None
 
     def events(self, name: str) -> list[tuple[str, str, str]]:
-        items, _ = self.client.list(path_for("v1", "events", self.namespace),
+        items, _version = self.client.list(path_for("v1", "events", self.namespace),
                                     {"fieldSelector": f"involvedObject.name={name}"})
         return [(e["reason"], e["message"], e["source"]["component"]) for e in items]
 
@@ -101,7 +101,7 @@ class Harness:
     def close(self) -> None:
         for agent in self.agents:
             agent.stop(timeout=1)
-        items, _ = self.client.list(path_for("kubevirt.io/v1", "virtualmachineinstances", self.namespace))
+        items, _version = self.client.list(path_for("kubevirt.io/v1", "virtualmachineinstances", self.namespace))
         for item in items:  # let the namespace go even if a test failed half-way
             self.client.merge_patch(self.vmi_path(item["metadata"]["name"]), {"metadata": {"finalizers": None}})
         for name in self.hv.list_names(f"{self.namespace}_"):
@@ -178,7 +178,7 @@ def test_unsupported_spec_fails_naming_the_field_and_leaves_no_domain(harness):
     assert harness.libvirt_state("hostdisk") is None
     assert not (harness.state_dir / f"{harness.namespace}_hostdisk").exists()
     wait_for("warning event", lambda: any(r == "UnsupportedSpec" and "spec.volumes[0].hostDisk" in m
-                                          for r, m, _ in harness.events("hostdisk")))
+                                          for r, m, _kind in harness.events("hostdisk")))
 
     harness.create_vmi("noimage", volumes=[{"name": "root", "containerDisk": {"image": "quay.io/x/y:1"}}],
                        domain={"resources": {"requests": {"memory": "64Mi"}},
@@ -269,7 +269,7 @@ def test_domain_that_shuts_down_by_itself_succeeds_the_vmi(harness):
     wait_for("domain undefined", lambda: harness.libvirt_state("quitter") is None)
     vmi = harness.vmi("quitter")
     assert [t["phase"] for t in vmi["status"]["phaseTransitionTimestamps"]] == ["Running", "Succeeded"]
-    wait_for("Stopped event", lambda: any(r == "Stopped" for r, _, _ in harness.events("quitter")))
+    wait_for("Stopped event", lambda: any(r == "Stopped" for r, _msg, _kind in harness.events("quitter")))
 
 
 def test_vmi_paused_before_it_started_comes_up_paused(harness):

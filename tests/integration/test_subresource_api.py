@@ -130,7 +130,7 @@ def test_discovery_lists_the_subresources(api, kubectl) -> None:
     group = json.loads(kubectl("get", "--raw", "/apis/subresources.kubevirt.io"))
     assert group["preferredVersion"]["groupVersion"] == "subresources.kubevirt.io/v1"
     # The aggregator downloads our OpenAPI in the background and merges it into its own.
-    for _ in range(60):
+    for _attempt in range(60):
         paths = json.loads(kubectl("get", "--raw", "/openapi/v3"))["paths"]
         if "apis/subresources.kubevirt.io/v1" in paths:
             break
@@ -184,9 +184,9 @@ def test_dry_run_checks_and_changes_nothing(api, kubectl, namespace) -> None:
     before = get_vmi(api, namespace, "dry")["metadata"]["resourceVersion"]
     assert put(api.admin, namespace, "virtualmachineinstances", "dry", "pause", {"dryRun": ["All"]}) == (200, {})
     assert put(api.admin, namespace, "virtualmachineinstances", "dry", "pause", None, {"dryRun": "All"}) == (200, {})
-    code, _ = put(api.admin, namespace, "virtualmachineinstances", "dry", "unpause", {"dryRun": ["All"]})
+    code, _body = put(api.admin, namespace, "virtualmachineinstances", "dry", "unpause", {"dryRun": ["All"]})
     assert code == 409
-    code, _ = put(api.admin, namespace, "virtualmachineinstances", "nosuchvmi", "pause", {"dryRun": ["All"]})
+    code, _body = put(api.admin, namespace, "virtualmachineinstances", "nosuchvmi", "pause", {"dryRun": ["All"]})
     assert code == 404
     assert get_vmi(api, namespace, "dry")["metadata"]["resourceVersion"] == before
 
@@ -221,7 +221,7 @@ def test_user_with_the_edit_role_may_pause(api, kubectl, namespace) -> None:
     kubectl("-n", namespace, "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice")
     alice = api.as_user("alice")
     # kube-controller-manager aggregates kubevirt.io:edit into edit shortly after the roles appear.
-    for _ in range(60):
+    for _attempt in range(60):
         code, status = put(alice, namespace, "virtualmachineinstances", "shared", "pause")
         if code != 403:
             break
@@ -241,7 +241,7 @@ def test_only_the_front_proxy_is_trusted(api) -> None:
     code, status = api.direct("GET", GV, front_proxy=False)
     assert code == 401
     # The front proxy's certificate without a user header is no user either.
-    code, _ = api.direct("GET", GV)
+    code, _body = api.direct("GET", GV)
     assert code == 401
     assert api.direct("GET", "/healthz", front_proxy=False) == (200, "ok")
 
@@ -289,7 +289,7 @@ def test_concurrent_pauses_give_one_success_and_one_conflict(api, kubectl, names
         results.append(api.direct("PUT", path, headers={"X-Remote-User": "admin",
                                                         "X-Remote-Group": "system:masters"})[0])
 
-    threads = [threading.Thread(target=pause) for _ in range(2)]
+    threads = [threading.Thread(target=pause) for _thread in range(2)]
     for t in threads:
         t.start()
     for t in threads:
@@ -341,10 +341,10 @@ def test_vm_start_stop_restart(api, kubectl, namespace) -> None:
 def test_vm_with_spec_running(api, kubectl, namespace) -> None:
     make_vm(kubectl, namespace, "legacy", running=False)
     path = f"{GV}/namespaces/{namespace}/virtualmachines/legacy/start"
-    code, _ = api.direct("PUT", path, headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"})
+    code, _body = api.direct("PUT", path, headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"})
     assert code == 202
     assert vm_spec(api, namespace, "legacy")["running"] is True
-    code, _ = api.direct("PUT", path.replace("/start", "/stop"),
+    code, _body = api.direct("PUT", path.replace("/start", "/stop"),
                          headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"})
     assert code == 202
     assert vm_spec(api, namespace, "legacy")["running"] is False

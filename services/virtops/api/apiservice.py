@@ -33,7 +33,7 @@ def serving_certificate(ca: CertificateAuthority, service: str = "virtops-subres
 
 def _apply(client: KubeClient, path: str, body: dict) -> None:
     """Create, or replace the fields we own on the existing object (idempotent)."""
-    for _ in range(5):
+    for _attempt in range(5):
         try:
             current = client.get(path)
         except NotFoundError:

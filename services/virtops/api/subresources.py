@@ -97,7 +97,7 @@ class Subresources:
 
     def _record(self, namespace: str, name: str, state: str, check: Any, dry_run: bool) -> None:
         path = path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, name)
-        for _ in range(RETRIES):
+        for _attempt in range(RETRIES):
             vmi = self._vmi(namespace, name)
             check(vmi)
             if dry_run:
