@@ -92,7 +92,7 @@ class Harness:
 
     def events(self, name: str) -> list[tuple[str, str, str]]:
         items, _version = self.client.list(path_for("v1", "events", self.namespace),
-                                    {"fieldSelector": f"involvedObject.name={name}"})
+                                           {"fieldSelector": f"involvedObject.name={name}"})
         return [(e["reason"], e["message"], e["source"]["component"]) for e in items]
 
     def set_power(self, name: str, value: str) -> None:

@@ -114,10 +114,12 @@ def test_unschedulable_stays_pending_with_the_reason(client, kubevirt_api, names
 
 
 def test_vmis_of_a_dead_node_are_marked_then_failed(client, kubevirt_api, namespace, lease_ns, controller):
-    heartbeat(client, lease_ns, "flaky", duration=2)
+    heartbeat(client, lease_ns, "flaky", duration=30)
     create(client, namespace, vmi("victim"))
     wait_until(lambda: get(client, namespace, "victim")["status"].get("nodeName") == "flaky")
-    # The agent dies: no more renewals. Condition first, then Failed after the grace period.
+    # The agent dies: its last renewal ages past the lease duration (written, so the test needs no sleep).
+    heartbeat(client, lease_ns, "flaky", duration=30, age=31)
+    # Condition first, then Failed after the grace period.
     final = wait_until(lambda: (o := get(client, namespace, "victim"))["status"].get("phase") == "Failed" and o,
                        attempts=400)
     ready = next(c for c in final["status"]["conditions"] if c["type"] == "Ready")
@@ -135,3 +137,65 @@ def test_only_one_replica_leads(client, lease_ns):
     assert first.try_acquire() is True
     assert second.try_acquire() is False
     assert first.try_acquire() is True  # renewal by the holder
+
+
+# --- VirtualMachines -------------------------------------------------------------------------
+
+def vm_path(ns, name=None):
+    return path_for("kubevirt.io/v1", "virtualmachines", ns, name)
+
+
+def vmi_or_none(client, ns, name):
+    try:
+        return get(client, ns, name)
+    except Exception:  # noqa: BLE001 - NotFound
+        return None
+
+
+def set_phase(client, ns, name, phase):
+    """Play the node agent: it writes a phase only once the VMI is Scheduled to its node."""
+    wait_until(lambda: get(client, ns, name)["status"].get("nodeName"))
+    client.merge_patch(path_for("kubevirt.io/v1", "virtualmachineinstances", ns, name), {"status": {"phase": phase}})
+
+
+def test_vm_run_strategies_drive_its_vmi(client, kubevirt_api, namespace, lease_ns, controller):
+    heartbeat(client, lease_ns, "n1")
+    body = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm1"},
+            "spec": {"runStrategy": "Always", "template": {"metadata": {"labels": {"app": "x"}},
+                                                           "spec": vmi("ignored")["spec"]}}}
+    client.create(vm_path(namespace), body)
+    first = wait_until(lambda: vmi_or_none(client, namespace, "vm1"))
+    assert first["metadata"]["ownerReferences"][0]["kind"] == "VirtualMachine"
+    assert first["metadata"]["labels"]["app"] == "x"
+    set_phase(client, namespace, "vm1", "Running")
+    wait_until(lambda: client.get(vm_path(namespace, "vm1")).get("status", {}).get("printableStatus") == "Running")
+    shown = kubevirt_api("-n", namespace, "get", "vm", "vm1", "--no-headers").split()
+    assert shown[2] == "Running"
+
+    # Always: a finished VMI is replaced by a new one.
+    set_phase(client, namespace, "vm1", "Succeeded")
+    first_uid = first["metadata"]["uid"]
+    wait_until(lambda: (o := vmi_or_none(client, namespace, "vm1")) and o["metadata"]["uid"] != first_uid)
+
+    # Halted: the VMI goes, the VM says Stopped.
+    client.merge_patch(vm_path(namespace, "vm1"), {"spec": {"runStrategy": "Halted"}})
+    wait_until(lambda: vmi_or_none(client, namespace, "vm1") is None)
+    wait_until(lambda: client.get(vm_path(namespace, "vm1"))["status"]["printableStatus"] == "Stopped")
+
+    # Back to Always: it runs again.
+    client.merge_patch(vm_path(namespace, "vm1"), {"spec": {"runStrategy": "Always"}})
+    wait_until(lambda: vmi_or_none(client, namespace, "vm1"))
+
+
+def test_rerun_on_failure_replaces_only_a_failed_vmi(client, kubevirt_api, namespace, lease_ns, controller):
+    heartbeat(client, lease_ns, "n1")
+    body = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "vm2"},
+            "spec": {"runStrategy": "RerunOnFailure", "template": {"spec": vmi("ignored")["spec"]}}}
+    client.create(vm_path(namespace), body)
+    first = wait_until(lambda: vmi_or_none(client, namespace, "vm2"))
+    set_phase(client, namespace, "vm2", "Failed")  # the guest crashed
+    second = wait_until(lambda: (o := vmi_or_none(client, namespace, "vm2"))
+                        and o["metadata"]["uid"] != first["metadata"]["uid"] and o)
+    set_phase(client, namespace, "vm2", "Succeeded")  # a clean guest shutdown stays down
+    wait_until(lambda: client.get(vm_path(namespace, "vm2"))["status"].get("printableStatus") == "Stopped")
+    assert vmi_or_none(client, namespace, "vm2")["metadata"]["uid"] == second["metadata"]["uid"]

@@ -345,7 +345,7 @@ def test_vm_with_spec_running(api, kubectl, namespace) -> None:
     assert code == 202
     assert vm_spec(api, namespace, "legacy")["running"] is True
     code, _body = api.direct("PUT", path.replace("/start", "/stop"),
-                         headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"})
+                             headers={"X-Remote-User": "admin", "X-Remote-Group": "system:masters"})
     assert code == 202
     assert vm_spec(api, namespace, "legacy")["running"] is False
 

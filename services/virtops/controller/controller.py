@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from virtops.controller.quantity import parse
 from virtops.controller.scheduling import Node, choose_node
+from virtops.controller.vms import VmReconciler
 from virtops.kube import ConflictError, GoneError, KubeClient, NotFoundError, path_for
 
 log = logging.getLogger("virtops.controller")
@@ -84,12 +85,12 @@ class Informer(threading.Thread):
                 self.synced.set()
                 while not self.stop_event.is_set():
                     for event in self.client.watch(self.path, dict(self.query or {}, resourceVersion=version), 60):
+                        if self.stop_event.is_set():
+                            return  # a stopped controller must not act on anything any more
                         obj = event["object"]
                         version = (obj.get("metadata") or {}).get("resourceVersion") or version
                         if event["type"] != "BOOKMARK":
                             self.on_event(event["type"], obj)
-                        if self.stop_event.is_set():
-                            return
             except GoneError:
                 continue  # too old: list again
             except Exception as exc:  # noqa: BLE001 - a broken connection must not end the controller
@@ -107,9 +108,12 @@ class Controller:
         self.health_interval = health_interval
         self.stop_event = threading.Event()
         self.vmis: dict[tuple[str, str], dict] = {}
+        self.vms: dict[tuple[str, str], dict] = {}
+        self.vm_reconciler = VmReconciler(client)
         self.nodes: dict[str, Node] = {}
         self.lock = threading.Lock()
-        self.queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        # Items are ("vmi" | "vm", namespace, name); one worker, so one object is never handled twice at once.
+        self.queue: queue.Queue[tuple[str, str, str]] = queue.Queue()
         self.threads: list[threading.Thread] = []
 
     # --- event intake ---------------------------------------------------------
@@ -124,8 +128,28 @@ class Controller:
             else:
                 self.vmis[key_of(obj)] = obj
                 keys = [key_of(obj)]
+            if kind == "SYNC":
+                owners = list(self.vms)
+            else:
+                owners = [key_of(obj)] if key_of(obj) in self.vms else []
         for key in keys:
-            self.queue.put(key)
+            self.queue.put(("vmi", *key))
+        for key in owners:  # a VM follows its VMI of the same name
+            self.queue.put(("vm", *key))
+
+    def _on_vm(self, kind: str, obj: dict) -> None:
+        with self.lock:
+            if kind == "SYNC":
+                self.vms = {key_of(o): o for o in obj["items"]}
+                keys = list(self.vms)
+            elif kind == "DELETED":
+                self.vms.pop(key_of(obj), None)
+                keys = []
+            else:
+                self.vms[key_of(obj)] = obj
+                keys = [key_of(obj)]
+        for key in keys:
+            self.queue.put(("vm", *key))
 
     def _on_lease(self, kind: str, obj: dict) -> None:
         with self.lock:
@@ -141,7 +165,7 @@ class Controller:
                     self.nodes[node.name] = node
             pending = [k for k, v in self.vmis.items() if self._needs_scheduling(v)]
         for key in pending:  # a node came or changed: pending VMIs may fit now
-            self.queue.put(key)
+            self.queue.put(("vmi", *key))
 
     # --- decisions --------------------------------------------------------------
     @staticmethod
@@ -178,6 +202,8 @@ class Controller:
                 return
             self._patch_status(path, version, vmi, {"phase": "Scheduling"}, None)
             fresh = self.client.get(path)
+            if fresh.get("status", {}).get("phase") != "Scheduling" or fresh.get("status", {}).get("nodeName"):
+                return  # someone else moved it on meanwhile (deleted, failed, bound): never overwrite that
             labels = dict(fresh["metadata"].get("labels") or {}, **{NODE_LABEL: node})
             status = dict(fresh.get("status") or {})
             status.update(phase="Scheduled", nodeName=node)
@@ -263,10 +289,26 @@ class Controller:
     def _worker(self) -> None:
         while not self.stop_event.is_set():
             try:
-                key = self.queue.get(timeout=0.5)
+                kind, ns, name = self.queue.get(timeout=0.5)
             except queue.Empty:
                 continue
-            self.reconcile(key)
+            if self.stop_event.is_set():
+                return
+            if kind == "vm":
+                self.reconcile_vm((ns, name))
+            else:
+                self.reconcile((ns, name))
+
+    def reconcile_vm(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            vm = self.vms.get(key)
+            vmi = self.vmis.get(key)
+        if vm is None:
+            return
+        try:
+            self.vm_reconciler.reconcile(vm, vmi)
+        except Exception:  # noqa: BLE001 - retried on the next event for this VM
+            log.exception("VM %s/%s: reconcile failed", *key)
 
     def _health_loop(self) -> None:
         while not self.stop_event.wait(self.health_interval):
@@ -278,6 +320,8 @@ class Controller:
                      name="vmi-informer"),
             Informer(self.client, path_for("coordination.k8s.io/v1", "leases", self.lease_namespace),
                      self._on_lease, self.stop_event, name="lease-informer"),
+            Informer(self.client, path_for(VMI_API, "virtualmachines"), self._on_vm, self.stop_event,
+                     name="vm-informer"),
             threading.Thread(target=self._worker, name="scheduler", daemon=True),
             threading.Thread(target=self._health_loop, name="node-health", daemon=True),
         ]
@@ -285,7 +329,11 @@ class Controller:
             t.start()
 
     def stop(self) -> None:
+        """Stop acting now; informers blocked in a watch exit at their next event without acting."""
         self.stop_event.set()
+        for thread in self.threads:
+            if thread.name in ("scheduler", "node-health"):
+                thread.join(timeout=5)
 
 
 class LeaderElector:

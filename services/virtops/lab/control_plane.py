@@ -28,7 +28,7 @@ from virtops.lab.versions import ETCD_VERSION, KUBERNETES_VERSION
 READY_TIMEOUT = 180.0
 # Started in this order, stopped in reverse: nothing ever loses what it depends on.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
-STOP_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
 
 
 class LabError(Exception):
