@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -36,6 +37,16 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
     with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
         module.main()
     return json.loads(out.getvalue())
+
+
+def wait_until(predicate, attempts: int = 200, delay: float = 0.05):
+    """The predicate's first truthy value; a bounded count of tries, never a wall-clock limit."""
+    for _attempt in range(attempts):
+        value = predicate()
+        if value:
+            return value
+        time.sleep(delay)
+    raise AssertionError("condition not reached")
 
 
 CRDS = ROOT / "roles" / "cluster" / "files" / "crds"

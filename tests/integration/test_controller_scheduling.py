@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import time
 import uuid
 
 import pytest
+from conftest import wait_until
 from virtops.controller.controller import (
     CAPACITY_ANNOTATION,
     LABELS_ANNOTATION,
@@ -19,15 +19,6 @@ from virtops.controller.controller import (
     ensure_namespace,
 )
 from virtops.kube import KubeClient, path_for
-
-
-def wait_until(predicate, attempts=200, delay=0.05):
-    for _attempt in range(attempts):
-        value = predicate()
-        if value:
-            return value
-        time.sleep(delay)
-    raise AssertionError("condition not reached")
 
 
 @pytest.fixture

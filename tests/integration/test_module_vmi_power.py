@@ -4,21 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
-from conftest import CRDS, USER_ROLES, Kubectl, run_module
+from conftest import CRDS, USER_ROLES, Kubectl, run_module, wait_until
 
 libvirt = pytest.importorskip("libvirt")
 
 
-def wait_until(predicate, attempts=600, delay=0.1):
-    for _attempt in range(attempts):
-        value = predicate()
-        if value:
-            return value
-        time.sleep(delay)
-    raise AssertionError("condition not reached")
+def wait_until_long(predicate):
+    return wait_until(predicate, attempts=600, delay=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +25,7 @@ def stack():
     kubectl = Kubectl(f"{info.state_dir}/bin/kubectl", info.kubeconfig)
     kubectl("apply", "--server-side", "-f", str(CRDS), "-f", str(USER_ROLES))
     kubectl("wait", "--for=condition=Established", "crd/virtualmachineinstances.kubevirt.io", "--timeout=60s")
-    wait_until(lambda: kubectl.run("get", "apiservice", "v1.subresources.kubevirt.io", "-o",
+    wait_until_long(lambda: kubectl.run("get", "apiservice", "v1.subresources.kubevirt.io", "-o",
                                    "jsonpath={.status.conditions[?(@.type=='Available')].status}",
                                    check=False).stdout == "True")
     try:
