@@ -358,7 +358,9 @@ class ControlPlane:
         ])
         self._save(info)
         for index in range(1, self.nodes + 1):
-            node = f"lab-node-{index}"
+            # Node names are unique per lab: agents of two labs share this host's libvirtd, and an agent
+            # removes domains of its node name that its cluster does not know.
+            node = f"lab-node-{index}" if self.name == "default" else f"{self.name}-node-{index}"
             info.pids[f"agent-{node}"] = self._spawn(f"agent-{node}", [
                 py, "-m", "virtops.agent.main", f"--kubeconfig={info.kubeconfig}", f"--node-name={node}",
                 f"--state-dir={sd / 'agents' / node}", f"--image-store={sd / 'images'}",
