@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lease-namespace", default="kube-node-lease")
     p.add_argument("--libvirt-uri", default="qemu:///system")
     p.add_argument("--heartbeat-seconds", type=float, default=10.0)
+    p.add_argument("--lease-duration-seconds", type=int, default=40,
+                   help="how long the node counts as alive after a heartbeat (kubelet's default is 40)")
     p.add_argument("--health-port", type=int, default=0, help="serve /healthz on 127.0.0.1:PORT (0: off)")
     p.add_argument("--log-level", default="INFO")
     p.add_argument("--version", action="version", version=VERSION)
@@ -70,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     from virtops.agent.hypervisor import LibvirtHypervisor
 
     client = KubeClient.from_kubeconfig(args.kubeconfig, user_agent=f"virtops-agent/{VERSION}")
-    agent = NodeAgent(client, args.node_name, LibvirtHypervisor(args.libvirt_uri), labels=args.labels,
+    # As kubelet does, every node carries its name as kubernetes.io/hostname, for nodeSelector.
+    labels = {"kubernetes.io/hostname": args.node_name, **args.labels}
+    agent = NodeAgent(client, args.node_name, LibvirtHypervisor(args.libvirt_uri), labels=labels,
                       capacity={"cpu": args.cpu, "memory": args.memory}, state_dir=args.state_dir,
                       image_store=args.image_store, lease_namespace=args.lease_namespace,
-                      heartbeat_seconds=args.heartbeat_seconds)
+                      heartbeat_seconds=args.heartbeat_seconds,
+                      lease_duration_seconds=args.lease_duration_seconds)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger("virtops.agent").info("signal %d: stopping watches; domains keep running", signum)

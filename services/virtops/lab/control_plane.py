@@ -125,11 +125,14 @@ class ControlPlane:
     """The lab control plane named ``name`` with its state under ``state_dir``."""
 
     def __init__(self, name: str = "default", state_dir: str | os.PathLike[str] | None = None,
-                 stack: bool = False, nodes: int = 1) -> None:
+                 stack: bool = False, nodes: int = 1, lease_seconds: int = 40, node_grace_seconds: int = 20) -> None:
         """``stack`` also runs our controller and ``nodes`` node agents (names lab-node-1..N) on this host."""
         self.name = name
         self.stack = stack
         self.nodes = nodes
+        # How fast a dead agent is noticed: node lease duration, then the controller's grace before Failed.
+        self.lease_seconds = lease_seconds
+        self.node_grace_seconds = node_grace_seconds
         self.state_dir = Path(state_dir) if state_dir else default_state_dir(name)
         self.state_file = self.state_dir / "state.json"
 
@@ -353,8 +356,7 @@ class ControlPlane:
         info.pids["controller"] = self._spawn("controller", [
             py, "-m", "virtops.controller.main", f"--kubeconfig={info.kubeconfig}",
             f"--state-dir={sd / 'controller'}", f"--identity=lab-{self.name}",
-            # The lab is small and local: notice a dead node fast.
-            "--node-grace-seconds=20",
+            f"--node-grace-seconds={self.node_grace_seconds}",
         ])
         self._save(info)
         for index in range(1, self.nodes + 1):
@@ -366,7 +368,9 @@ class ControlPlane:
                 f"--state-dir={sd / 'agents' / node}", f"--image-store={sd / 'images'}",
                 f"--labels=virtops.kubevirt.io/lab={self.name}",
                 # Lab capacity: room for many tiny guests; the scheduler still enforces it.
-                "--cpu=4", "--memory=8Gi", "--heartbeat-seconds=5",
+                "--cpu=4", "--memory=8Gi",
+                f"--heartbeat-seconds={max(1, self.lease_seconds // 4)}",
+                f"--lease-duration-seconds={self.lease_seconds}",
             ])
             self._save(info)
 
