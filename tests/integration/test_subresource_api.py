@@ -364,3 +364,25 @@ def test_chunked_body_and_keep_alive(api, kubectl, namespace) -> None:
     assert pool.request("PUT", url, body=b'{"dryRun": ["All"]}').status == 401
     assert pool.request("PUT", url, body=b"{}", headers=headers).status == 200
     assert power_state(api, namespace, "chunky") == "paused"
+
+
+def test_pause_with_the_kubernetes_python_client(api, lab, kubectl, namespace) -> None:
+    """What kubernetes.core users would do by hand: the official client's raw call, then KubeVirt's 409."""
+    from kubernetes import config as k8s_config
+
+    make_vmi(kubectl, namespace, "pyclient")
+    api_client = k8s_config.new_client_from_config(config_file=lab.kubeconfig)
+    path = f"/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/pyclient/pause"
+
+    def put_pause():
+        method, url, headers, body, _post = api_client.param_serialize(
+            "PUT", path, header_params={"Content-Type": "application/json"}, body={}, auth_settings=["BearerToken"])
+        response = api_client.call_api(method, url, header_params=headers, body=body)
+        response.read()
+        return response.status, response.data.decode()
+
+    assert put_pause()[0] == 200
+    assert power_state(api, namespace, "pyclient") == "paused"
+    code, text = put_pause()
+    assert code == 409
+    assert json.loads(text)["message"] == conflict_text("pyclient", "VMI is already paused")
