@@ -45,7 +45,6 @@ except ImportError:  # pragma: no cover - reported by the module
 
 from ansible_collections.virtops.kubevirt.plugins.module_utils.errors import (
     DefinitionError,
-    GoneError,
     KubeVirtOpsError,
     UnreachableError,
     api_error,
@@ -435,6 +434,3 @@ def resource_path(group_version, plural, namespace=None, name=None, subresource=
     if subresource:
         parts.append(subresource)
     return "/".join(parts)
-
-
-__all__ = ["KubeClient", "ConnectionSettings", "resolve_settings", "resource_path", "GoneError"]

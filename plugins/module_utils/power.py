@@ -22,9 +22,7 @@ from ansible_collections.virtops.kubevirt.plugins.module_utils.errors import (
     ForbiddenError,
     KubeVirtOpsError,
     NotFoundError,
-    WaitTimeoutError,
 )
-from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import KIND as VMI_KIND
 from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import VmiService, summarize
 from ansible_collections.virtops.kubevirt.plugins.module_utils.wait import Expectation, find_condition
 
@@ -93,7 +91,7 @@ class PowerService:
         if plan.needed:
             changed = self._request(kind, namespace, name, plan)
             if wait and not self.check_mode:
-                vmi = self.vmis.wait(namespace, name, plan.expectation(), wait_timeout, initial=None)
+                vmi = self.vmis.wait(namespace, name, plan.expectation(), wait_timeout)
         if self.check_mode and changed:
             after = {"paused": want == "paused", "condition": {}}  # what a real run would reach
         else:
@@ -135,6 +133,3 @@ class PowerService:
             )
         except ApiError as exc:
             raise KubeVirtOpsError("Failed to {0} {1}: {2}".format(plan.verb, what, exc))
-
-
-__all__ = ["PowerService", "PowerPlan", "WaitTimeoutError", "VMI_KIND"]

@@ -178,7 +178,6 @@ class VmiService:
                 expectation,
                 timeout,
                 initial=initial,
-                have_initial=initial is not None,
             )
         except WaitTimeoutError as exc:
             events = recent_events(self.client, namespace, name)

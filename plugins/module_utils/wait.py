@@ -85,10 +85,13 @@ class Expectation:
         return None
 
 
-def wait_for_object(client, collection_path, name, expectation, timeout, initial=None, have_initial=False):
-    """Block until ``expectation`` holds for the named object; return the object (None when absent)."""
+def wait_for_object(client, collection_path, name, expectation, timeout, initial=None):
+    """Block until ``expectation`` holds for the named object; return the object (None when absent).
+
+    ``initial``, when given, is the object as the caller just read or wrote it: no extra GET.
+    """
     deadline = time.monotonic() + timeout
-    obj, resource_version = _read(client, collection_path, name, initial, have_initial)
+    obj, resource_version = _read(client, collection_path, name, initial)
     while True:
         if expectation.met(obj):
             return obj
@@ -119,9 +122,9 @@ def wait_for_object(client, collection_path, name, expectation, timeout, initial
             obj, resource_version = _read(client, collection_path, name)
 
 
-def _read(client, collection_path, name, initial=None, have_initial=False):
+def _read(client, collection_path, name, initial=None):
     """The object (or None) and a resourceVersion to watch from."""
-    if have_initial and initial is not None:
+    if initial is not None:
         return initial, initial["metadata"]["resourceVersion"]
     try:
         obj = client.get(collection_path + "/" + name)

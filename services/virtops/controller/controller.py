@@ -68,6 +68,19 @@ def key_of(obj: dict) -> tuple[str, str]:
     return meta["namespace"], meta["name"]
 
 
+def apply_event(cache: dict[tuple[str, str], dict], kind: str, obj: dict) -> list[tuple[str, str]]:
+    """Update an informer's cache (caller holds the lock); return the keys to reconcile."""
+    if kind == "SYNC":
+        cache.clear()
+        cache.update({key_of(o): o for o in obj["items"]})
+        return list(cache)
+    if kind == "DELETED":
+        cache.pop(key_of(obj), None)
+        return []
+    cache[key_of(obj)] = obj
+    return [key_of(obj)]
+
+
 class Informer(threading.Thread):
     """List, then watch from the list's resourceVersion; re-list on 410 Gone. Calls back per event."""
 
@@ -119,35 +132,17 @@ class Controller:
     # --- event intake ---------------------------------------------------------
     def _on_vmi(self, kind: str, obj: dict) -> None:
         with self.lock:
-            if kind == "SYNC":
-                self.vmis = {key_of(o): o for o in obj["items"]}
-                keys = list(self.vmis)
-            elif kind == "DELETED":
-                self.vmis.pop(key_of(obj), None)
-                keys = []
-            else:
-                self.vmis[key_of(obj)] = obj
-                keys = [key_of(obj)]
-            if kind == "SYNC":
-                owners = list(self.vms)
-            else:
-                owners = [key_of(obj)] if key_of(obj) in self.vms else []
+            keys = apply_event(self.vmis, kind, obj)
+            # A VM follows its VMI of the same name.
+            owners = list(self.vms) if kind == "SYNC" else [k for k in [key_of(obj)] if k in self.vms]
         for key in keys:
             self.queue.put(("vmi", *key))
-        for key in owners:  # a VM follows its VMI of the same name
+        for key in owners:
             self.queue.put(("vm", *key))
 
     def _on_vm(self, kind: str, obj: dict) -> None:
         with self.lock:
-            if kind == "SYNC":
-                self.vms = {key_of(o): o for o in obj["items"]}
-                keys = list(self.vms)
-            elif kind == "DELETED":
-                self.vms.pop(key_of(obj), None)
-                keys = []
-            else:
-                self.vms[key_of(obj)] = obj
-                keys = [key_of(obj)]
+            keys = apply_event(self.vms, kind, obj)
         for key in keys:
             self.queue.put(("vm", *key))
 
