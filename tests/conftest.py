@@ -6,6 +6,7 @@ import importlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -37,6 +38,21 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
     with patch_module_args(args), redirect_stdout(out), pytest.raises(SystemExit):
         module.main()
     return json.loads(out.getvalue())
+
+
+def run_playbook(playbook: str, *extra: str) -> subprocess.CompletedProcess:
+    """ansible-playbook from the checkout (its ansible.cfg links it in as virtops.kubevirt); must succeed."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), playbook, *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    return proc
+
+
+def recap(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """The PLAY RECAP counters of localhost."""
+    line = re.search(r"localhost\s+:\s+(.*)", proc.stdout).group(1)
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
 def wait_until(predicate, attempts: int = 200, delay: float = 0.05):

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import CRDS, USER_ROLES, Kubectl, run_module, wait_until
+from conftest import CRDS, USER_ROLES, Kubectl, recap, run_module, run_playbook, wait_until
 
 libvirt = pytest.importorskip("libvirt")
 
@@ -148,25 +148,16 @@ def test_wait_times_out_with_the_last_state_when_no_agent_acts(stack, ns):
 
 def test_lifecycle_playbook_runs_twice_with_the_same_result(stack):
     """playbooks/lifecycle.yml (create, list, get, pause, read Paused, unpause, delete) on a real node."""
-    import re
-    import subprocess
-    import sys
-    from pathlib import Path
-
     info, kubectl = stack
     ns = f"life-{os.urandom(3).hex()}"
-    root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "playbooks/lifecycle.yml",
-           "-e", f"kubeconfig={info.kubeconfig}", "-e", f"vmi_namespace={ns}"]
     try:
         for _run in range(2):
-            proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+            proc = run_playbook("playbooks/lifecycle.yml", "-e", f"kubeconfig={info.kubeconfig}",
+                                "-e", f"vmi_namespace={ns}")
             assert "Paused: VMI was paused by user (phase stays Running)" in proc.stdout
-            recap = dict(re.findall(r"(\w+)=(\d+)", re.search(r"localhost\s+:\s+(.*)", proc.stdout).group(1)))
+            counts = recap(proc)
             # create, pause, unpause, delete change something every run (the namespace only the first time).
-            assert int(recap["changed"]) in (4, 5) and recap["failed"] == "0"
+            assert counts["changed"] in (4, 5) and counts["failed"] == 0
         assert kubectl("-n", ns, "get", "vmis", "-o", "name") == ""
     finally:
         kubectl("delete", "namespace", ns, "--wait=false")

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import recap, run_playbook
 
 
-def play(*extra: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "playbooks/lab.yml", *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    return proc
-
-
-def recap(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    line = re.search(r"localhost\s+:\s+(.*)", proc.stdout).group(1)
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
+def play(*extra: str):
+    return run_playbook("playbooks/lab.yml", *extra)
 
 
 def test_lab_playbook_is_idempotent_and_check_mode_safe():
@@ -39,14 +27,9 @@ def test_lab_playbook_is_idempotent_and_check_mode_safe():
 
 def test_vmi_playbook_second_run_reports_no_change(lab, kubevirt_api, namespace):
     extra = ["-e", f"kubeconfig={lab.kubeconfig}", "-e", f"vmi_namespace={namespace}"]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "tests/integration/playbooks/vmi_declare.yml"]
 
     def run(*more):
-        proc = subprocess.run(cmd + extra + list(more), cwd=ROOT, env=env, capture_output=True, text=True,
-                              check=False)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-        return recap(proc)
+        return recap(run_playbook("tests/integration/playbooks/vmi_declare.yml", *extra, *more))
 
     assert run("--check")["changed"] == 2
     assert kubevirt_api("-n", namespace, "get", "vmis", "-o", "name") == ""
