@@ -15,6 +15,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections import deque
 from collections.abc import Hashable
 from pathlib import Path
@@ -22,7 +23,8 @@ from typing import Any, Protocol
 
 from virtops.agent import VERSION
 from virtops.agent.domain import UnsupportedSpecError, domain_name, interface_names, plan_domain, prepare_files
-from virtops.kube import ApiError, ConflictError, GoneError, KubeClient, NotFoundError, path_for
+from virtops.agent.metrics import AgentMetrics, InstrumentedHypervisor
+from virtops.kube import ApiError, ConflictError, ForbiddenError, GoneError, KubeClient, NotFoundError, path_for
 from virtops.node.hypervisor import domain_type as detect_domain_type
 
 log = logging.getLogger("virtops.agent")
@@ -56,6 +58,13 @@ class Hypervisor(Protocol):
     def list_names(self, prefix: str = "") -> list[str]: ...
     def marker(self, name: str) -> Any: ...
     def macs(self, name: str) -> list[str]: ...
+
+
+class DomainEvents(Protocol):
+    """Domain lifecycle events (libvirt_events.DomainEventWatcher): "domain NAME changed", "(re)connected"."""
+
+    def start(self, on_domain: Any, on_connect: Any, on_error: Any = None) -> None: ...
+    def stop(self, timeout: float = 2.0) -> None: ...
 
 
 def now_rfc3339() -> str:
@@ -108,6 +117,12 @@ class KeyQueue:
                 self._order.append(key)
                 self._cond.notify()
 
+    def add_after(self, key: Hashable, seconds: float) -> None:
+        """Add the key once ``seconds`` have passed (a retry with backoff)."""
+        timer = threading.Timer(seconds, self.add, (key,))
+        timer.daemon = True
+        timer.start()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
@@ -137,10 +152,14 @@ class NodeAgent:
                  labels: dict[str, str] | None = None, capacity: dict[str, str] | None = None,
                  state_dir: Path | str, image_store: Path | str, lease_namespace: str = "kube-node-lease",
                  domain_type: str | None = None, heartbeat_seconds: float = 10.0, lease_duration_seconds: int = 40,
-                 resync_seconds: float = 5.0, workers: int = 4, watch_timeout_seconds: int = 60) -> None:
+                 resync_seconds: float = 5.0, workers: int = 4, watch_timeout_seconds: int = 60,
+                 domain_events: DomainEvents | None = None, metrics: AgentMetrics | None = None) -> None:
         self.client = client
         self.node_name = node_name
-        self.hypervisor = hypervisor
+        self.metrics = metrics or AgentMetrics()
+        # Every libvirt call is timed (and its failures counted) for /metrics.
+        self.hypervisor: Hypervisor = InstrumentedHypervisor(hypervisor, self.metrics)  # type: ignore[assignment]
+        self.domain_events = domain_events
         self.labels = dict(labels or {})
         self.capacity = dict(capacity or {})
         self.state_dir = Path(state_dir)
@@ -159,12 +178,22 @@ class NodeAgent:
         self._cache_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_heartbeat: datetime.datetime | None = None
+        self._failures: dict[Key, int] = {}  # consecutive reconcile failures per key, for the retry backoff
+        self.metrics.add_gauge("virtops_agent_vmis", "VMIs of this node by phase (from the watch cache).",
+                               self._phase_counts)
+        self.metrics.add_gauge("virtops_agent_vmis_paused", "VMIs of this node with the Paused condition.",
+                               lambda: {(): float(self._paused_count())})
+        self.metrics.add_gauge("virtops_agent_info", "The agent's version and node (always 1).",
+                               lambda: {(("node", self.node_name), ("version", VERSION)): 1.0})
 
     # --- lifecycle ----------------------------------------------------------
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o755)  # qemu (its own user) opens files below it
         self._ensure_lease_namespace()
+        if self.domain_events is not None:
+            self.domain_events.start(self._on_domain_event, self._on_libvirt_connect,
+                                     lambda: self.metrics.errors.inc(kind="libvirt_connection"))
         specs = [(self._heartbeat_loop, "heartbeat"), (self._informer_loop, "vmi-informer"),
                  (self._resync_loop, "resync")]
         specs += [(self._worker_loop, f"worker-{i}") for i in range(self.workers)]
@@ -178,9 +207,12 @@ class NodeAgent:
         """Stop watching and working; domains keep running (a restarted agent adopts them)."""
         self.stop_event.set()
         self.queue.close()
+        if self.domain_events is not None:
+            self.domain_events.stop()
+        deadline = time.monotonic() + timeout  # one deadline for all: a watch may sit in a read for minutes
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout)  # a watch may sit in a read until its timeout: threads are daemons
+                thread.join(max(0.0, deadline - time.monotonic()))  # threads are daemons: stragglers die with us
 
     def run(self) -> None:
         self.start()
@@ -194,6 +226,38 @@ class NodeAgent:
         age = (datetime.datetime.now(datetime.UTC) - last).total_seconds()
         return age < self.lease_duration_seconds
 
+    def _phase_counts(self) -> dict[tuple[tuple[str, str], ...], float]:
+        counts: dict[tuple[tuple[str, str], ...], float] = {}
+        with self._cache_lock:
+            items = list(self._cache.values())
+        for vmi in items:
+            key = (("phase", (vmi.get("status") or {}).get("phase") or "Pending"),)
+            counts[key] = counts.get(key, 0.0) + 1
+        return counts
+
+    def _paused_count(self) -> int:
+        with self._cache_lock:
+            items = list(self._cache.values())
+        return sum(1 for v in items if (_condition(v.get("status") or {}, "Paused") or {}).get("status") == "True")
+
+    # --- libvirt events -----------------------------------------------------
+    def _on_domain_event(self, name: str, event: str) -> None:
+        """A domain changed (libvirt's event loop thread): queue its VMI if it is one of ours."""
+        self.metrics.libvirt_events.inc(event=event)
+        namespace, sep, vmi_name = name.partition("_")  # neither part can hold '_' (DNS names)
+        if sep and self.cached((namespace, vmi_name)) is not None:
+            self.queue.add((namespace, vmi_name))
+
+    def _on_libvirt_connect(self) -> None:
+        """(Re)subscribed to libvirt: events may have been missed while it was away, look at everything."""
+        self.metrics.libvirt_connections.inc()
+        if not self.synced.is_set():
+            return  # the first list queues everything anyway
+        with self._cache_lock:
+            keys = list(self._cache)
+        for key in keys + self._orphan_keys():
+            self.queue.add(key)
+
     # --- heartbeat ----------------------------------------------------------
     def _ensure_lease_namespace(self) -> None:
         try:
@@ -201,6 +265,8 @@ class NodeAgent:
                                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.lease_namespace}})
         except ConflictError:
             pass
+        except ForbiddenError:
+            pass  # least privilege: the namespace is the cluster's to make (kube-apiserver makes kube-node-lease)
         except ApiError as exc:
             log.warning("cannot create namespace %s: %s", self.lease_namespace, exc)
 
@@ -233,6 +299,7 @@ class NodeAgent:
             try:
                 self.heartbeat()
             except Exception as exc:  # noqa: BLE001 - keep beating; the next try may work
+                self.metrics.errors.inc(kind="heartbeat")
                 log.warning("heartbeat failed: %s", exc)
             self.stop_event.wait(self.heartbeat_seconds)
 
@@ -289,9 +356,11 @@ class NodeAgent:
             except GoneError:
                 log.info("watch expired; listing again")
             except Exception as exc:  # noqa: BLE001 - the API may be away for a while
+                self.metrics.errors.inc(kind="watch")
                 log.warning("VMI watch failed: %s", str(exc).strip())
                 self.stop_event.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                # Capped low: the list after an API server restart must not wait long (it is one request).
+                backoff = min(backoff * 2, 5.0)
 
     def _orphan_keys(self) -> list[Key]:
         """Keys of domains this agent defined on this node whose VMI is not in the cache."""
@@ -323,11 +392,19 @@ class NodeAgent:
             key = self.queue.get(timeout=1.0)
             if key is None:
                 continue
+            start = time.monotonic()
             try:
                 self.reconcile(key)  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - one VMI's failure must not stop the others
-                log.exception("reconcile of %s failed; retrying on the next resync", key)
+                self._failures.pop(key, None)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - one VMI's failure must not stop the others
+                self.metrics.errors.inc(kind="reconcile")
+                failures = self._failures[key] = self._failures.get(key, 0) + 1  # type: ignore[index]
+                delay = min(0.2 * 2 ** (failures - 1), 5.0, self.resync_seconds)  # API or libvirtd back soon
+                log.warning("reconcile of %s failed (%s); retrying in %.1fs", "/".join(key), exc, delay)  # type: ignore[arg-type]
+                log.debug("reconcile failure", exc_info=True)
+                self.queue.add_after(key, delay)
             finally:
+                self.metrics.reconcile_seconds.observe(time.monotonic() - start)
                 self.queue.done(key)
 
     # --- reconcile ----------------------------------------------------------

@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -182,7 +183,62 @@ class ControlPlane:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         return existed or info is not None
 
+    def restart(self, component: str, while_down: Callable[[], None] | None = None) -> LabInfo:
+        """Stop one running component and start it again with the same command line (for fault tests).
+
+        ``while_down`` runs between the stop and the start. The API server is awaited until ready again.
+        """
+        info = self._load()
+        entry = (info.pids if info else {}).get(component)
+        if info is None or entry is None or _start_ticks(entry["pid"]) != entry["ticks"]:
+            raise LabError(f"{component} is not running in lab {self.name!r}")
+        argv = Path(f"/proc/{entry['pid']}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        self._stop(component, entry["pid"], entry["ticks"])
+        if while_down is not None:
+            while_down()
+        info.pids[component] = self._spawn(component, [arg.decode() for arg in argv])
+        self._save(info)
+        if component in ("etcd", "kube-apiserver"):
+            self._wait_ready(info, time.monotonic())
+        return info
+
+    def agent_kubeconfig(self, node: str) -> str:
+        """A kubeconfig for a node agent's own identity, bound only to services/virtops/agent/rbac.yaml.
+
+        User ``system:virtops:node:<node>``, group ``virtops:nodes``: a client certificate from the lab's CA.
+        """
+        info = self._load()
+        if info is None:
+            raise LabError(f"lab {self.name!r} is not up")
+        self._apply_agent_rbac(info)
+        stem = f"agent-{node}"
+        pki.issue_client(self.state_dir / "pki", stem, f"system:virtops:node:{node}", org="virtops:nodes")
+        path = str(self.state_dir / f"{stem}.kubeconfig")
+        self._write_kubeconfig(info, path, stem)
+        return path
+
     # --- internals --------------------------------------------------------
+    def _apply_agent_rbac(self, info: LabInfo) -> None:
+        import yaml
+
+        from virtops.agent import RBAC_FILE
+        from virtops.kube import ConflictError, KubeClient, path_for
+
+        client = KubeClient.from_kubeconfig(info.kubeconfig)
+        try:  # kube-apiserver makes it soon after start; the Role in it must not wait for that
+            client.create(path_for("v1", "namespaces"), {"apiVersion": "v1", "kind": "Namespace",
+                                                          "metadata": {"name": "kube-node-lease"}})
+        except ConflictError:
+            pass
+        for obj in yaml.safe_load(RBAC_FILE.read_text())["items"]:
+            plural = obj["kind"].lower() + "s"
+            meta = obj["metadata"]
+            collection = path_for(obj["apiVersion"], plural, meta.get("namespace"))
+            try:
+                client.create(collection, obj)
+            except ConflictError:
+                client.update(path_for(obj["apiVersion"], plural, meta.get("namespace"), meta["name"]), obj)
+
     def _load(self) -> LabInfo | None:
         try:
             return LabInfo(**json.loads(self.state_file.read_text()))
@@ -363,8 +419,10 @@ class ControlPlane:
             # Node names are unique per lab: agents of two labs share this host's libvirtd, and an agent
             # removes domains of its node name that its cluster does not know.
             node = f"lab-node-{index}" if self.name == "default" else f"{self.name}-node-{index}"
+            # Each agent has its own identity with only the agent's role, never the admin's credentials.
+            kubeconfig = self.agent_kubeconfig(node)
             info.pids[f"agent-{node}"] = self._spawn(f"agent-{node}", [
-                py, "-m", "virtops.agent.main", f"--kubeconfig={info.kubeconfig}", f"--node-name={node}",
+                py, "-m", "virtops.agent.main", f"--kubeconfig={kubeconfig}", f"--node-name={node}",
                 f"--state-dir={sd / 'agents' / node}", f"--image-store={sd / 'images'}",
                 f"--labels=virtops.kubevirt.io/lab={self.name}",
                 # Lab capacity: room for many tiny guests; the scheduler still enforces it.

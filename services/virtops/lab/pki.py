@@ -91,6 +91,14 @@ class CertificateAuthority:
         cert = builder.sign(self.key, hashes.SHA256())
         return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
 
+    @classmethod
+    def load(cls, crt: Path, key: Path) -> CertificateAuthority:
+        """The CA that write_pki left in files, to issue more leaves later."""
+        ca = cls.__new__(cls)
+        ca.cert = x509.load_pem_x509_certificate(crt.read_bytes())
+        ca.key = serialization.load_pem_private_key(key.read_bytes(), password=None)
+        return ca
+
     @property
     def cert_pem(self) -> bytes:
         return self.cert.public_bytes(serialization.Encoding.PEM)
@@ -142,3 +150,11 @@ def write_pki(pki: Path) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def issue_client(pki: Path, stem: str, cn: str, org: str | None = None) -> None:
+    """A client certificate from the lab's cluster CA, written as ``<stem>.crt`` and ``<stem>.key``."""
+    ca = CertificateAuthority.load(pki / "ca.crt", pki / "ca.key")
+    crt, key = ca.issue(cn, org=org, client=True)
+    (pki / f"{stem}.crt").write_bytes(crt)
+    _write_private(pki / f"{stem}.key", key)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from virtops.agent.agent import KeyQueue
-from virtops.agent.main import build_parser, parse_labels
+from virtops.agent.main import build_parser, parse_labels, settings_from
 
 
 def test_a_key_is_queued_once():
@@ -50,5 +50,5 @@ def test_labels_and_defaults():
     assert parse_labels("zone=a, disk=ssd,") == {"zone": "a", "disk": "ssd"}
     with pytest.raises(argparse.ArgumentTypeError):
         parse_labels("zone")
-    args = build_parser().parse_args(["--kubeconfig", "k", "--node-name", "n"])
-    assert (args.lease_namespace, args.health_port, args.labels) == ("kube-node-lease", 0, {})
+    config = settings_from(build_parser().parse_args(["--kubeconfig", "k", "--node-name", "n"]))
+    assert (config.lease_namespace, config.metrics_address, config.labels) == ("kube-node-lease", "", {})
