@@ -1,0 +1,188 @@
+"""Where the time of a pause goes: PUT .../pause -> annotation -> agent -> domain suspended -> Paused condition.
+
+Not a test (no limits asserted): it prints, per stage, the median and worst of N pauses (and unpauses), seen
+from outside: the PUT's answer, a watch on the VMI (annotation written, Paused condition visible), and
+libvirt's lifecycle events (domain suspended/resumed). The agent's own histograms (/metrics) split its
+reconcile into libvirt calls. Needs a stack lab: the controller serves the subresource API.
+
+    .venv/bin/python bench/pause_path.py [--repeats 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from virtops.agent.libvirt_events import DomainEventWatcher
+from virtops.kube import KubeClient, path_for
+from virtops.lab import ControlPlane
+from virtops.lab.control_plane import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CRDS = ROOT / "roles" / "cluster" / "files" / "crds"
+
+
+class Timeline:
+    """First time each (what, value) was seen, in time.monotonic()."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], float] = {}
+        self.cond = threading.Condition()
+
+    def mark(self, what: str, value: str) -> None:
+        with self.cond:
+            self.seen.setdefault((what, value), time.monotonic())
+            self.cond.notify_all()
+
+    def wait(self, what: str, value: str, timeout: float = 60.0) -> float:
+        with self.cond:
+            if not self.cond.wait_for(lambda: (what, value) in self.seen, timeout):
+                raise TimeoutError(f"{what}={value} not seen")
+            return self.seen[(what, value)]
+
+    def clear(self) -> None:
+        with self.cond:
+            self.seen.clear()
+
+
+def watch_vmi(client: KubeClient, path: str, name: str, timeline: Timeline, stop: threading.Event) -> None:
+    try:
+        _watch_vmi(client, path, name, timeline, stop)
+    except Exception:  # noqa: BLE001 - the lab going down at the end ends the watch
+        if not stop.is_set():
+            raise
+
+
+def _watch_vmi(client: KubeClient, path: str, name: str, timeline: Timeline, stop: threading.Event) -> None:
+    rv = client.get(path + "/" + name)["metadata"]["resourceVersion"]
+    while not stop.is_set():
+        for event in client.watch(path, {"fieldSelector": f"metadata.name={name}", "resourceVersion": rv},
+                                  timeout_seconds=30):
+            obj = event["object"]
+            rv = obj["metadata"].get("resourceVersion", rv)
+            intent = (obj["metadata"].get("annotations") or {}).get("virtops.kubevirt.io/power-state", "")
+            timeline.mark("annotation", intent)
+            conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+            timeline.mark("condition", "paused" if "Paused" in conditions else "running")
+            if stop.is_set():
+                return
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    name = f"pausepath-{os.getpid()}"
+    plane = ControlPlane(name, stack=True, nodes=0)  # the controller only; the agent is ours, with metrics
+    info = plane.up()
+    agent = None
+    watcher = DomainEventWatcher()
+    stop = threading.Event()
+    state_dir = Path(tempfile.mkdtemp(prefix="virtops-pausepath-", dir="/var/tmp"))
+    os.chmod(state_dir, 0o755)
+    node = f"{name}-node-1"
+    ns = "pausepath"
+    kubectl = [f"{info.state_dir}/bin/kubectl", f"--kubeconfig={info.kubeconfig}"]
+    try:
+        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(CRDS)], check=True, capture_output=True)
+        subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/virtualmachineinstances.kubevirt.io",
+                        "--timeout=60s"], check=True, capture_output=True)
+        subprocess.run([*kubectl, "create", "namespace", ns], check=True, capture_output=True)
+        port = free_port()
+        kubeconfig = plane.agent_kubeconfig(node)
+        agent = subprocess.Popen([sys.executable, "-m", "virtops.agent.main", f"--kubeconfig={kubeconfig}",
+                                  f"--node-name={node}", f"--state-dir={state_dir}", f"--image-store={state_dir}",
+                                  "--heartbeat-seconds=2", f"--metrics-address=127.0.0.1:{port}"],
+                                 stderr=open(state_dir / "agent.log", "w"))
+        client = KubeClient.from_kubeconfig(info.kubeconfig)
+        vmis = path_for("kubevirt.io/v1", "virtualmachineinstances", ns)
+        client.create(vmis, {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                             "metadata": {"name": "p"}, "spec": {"terminationGracePeriodSeconds": 1, "domain": {
+                                 "devices": {}, "resources": {"requests": {"memory": "64Mi"}}}}})
+        for _ in range(600):
+            if (client.get(vmis + "/p").get("status") or {}).get("phase") == "Running":
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit("the VMI never ran; see " + str(state_dir / "agent.log"))
+
+        timeline = Timeline()
+        domain = f"{ns}_p"
+        watcher.start(lambda dom, event: dom == domain and timeline.mark("domain", event), lambda: None)
+        threading.Thread(target=watch_vmi, args=(client, vmis, "p", timeline, stop), daemon=True).start()
+        time.sleep(1)
+        sub = path_for("subresources.kubevirt.io/v1", "virtualmachineinstances", ns, "p")
+        rows: dict[str, list[float]] = {}
+        for _ in range(args.repeats):
+            for action, intent, domain_event, condition in (("pause", "paused", "suspended", "paused"),
+                                                             ("unpause", "running", "resumed", "running")):
+                timeline.clear()
+                t0 = time.monotonic()
+                client.update(f"{sub}/{action}", {})
+                stages = {"PUT answered": time.monotonic(),
+                          "annotation in a watch": timeline.wait("annotation", intent),
+                          "domain " + domain_event: timeline.wait("domain", domain_event),
+                          "condition in a watch": timeline.wait("condition", condition)}
+                for stage, at in stages.items():
+                    rows.setdefault(f"{action}: {stage}", []).append((at - t0) * 1000)
+                time.sleep(0.3)
+        # hack/demo.sh's way: two kubectl processes (replace --raw, then wait --for=condition=Paused).
+        for _ in range(args.repeats):
+            for action, wait_for in (("pause", "--for=condition=Paused"),
+                                     ("unpause", "--for=condition=Ready")):
+                t0 = time.monotonic()
+                subprocess.run([*kubectl, "replace", "--raw", f"{sub}/{action}", "-f", "-"], input=b"{}",
+                               check=True, capture_output=True)
+                t1 = time.monotonic()
+                subprocess.run([*kubectl, "-n", ns, "wait", wait_for, "vmi/p", "--timeout=60s"], check=True,
+                               capture_output=True)
+                t2 = time.monotonic()
+                rows.setdefault(f"{action} via kubectl: replace --raw", []).append((t1 - t0) * 1000)
+                rows.setdefault(f"{action} via kubectl: + wait", []).append((t2 - t0) * 1000)
+                time.sleep(0.3)
+        t0 = time.monotonic()
+        for _ in range(args.repeats):
+            subprocess.run([*kubectl, "get", "--raw", "/readyz"], check=True, capture_output=True)
+        rows["kubectl get --raw /readyz (process cost)"] = [(time.monotonic() - t0) * 1000 / args.repeats]
+        print(f"pause path, {args.repeats} repeats, ms after the PUT was sent (median / max):")
+        for label, values in rows.items():
+            print(f"  {label:42s} {statistics.median(values):7.1f} / {max(values):7.1f}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        print("agent, mean ms per call (count):")
+        sums = dict(re.findall(r'^virtops_agent_libvirt_call_duration_seconds_sum\{call="(\w+)"\} (\S+)', text, re.M))
+        counts = dict(re.findall(r'^virtops_agent_libvirt_call_duration_seconds_count\{call="(\w+)"\} (\S+)', text,
+                                 re.M))
+        for call in sorted(sums):
+            print(f"  libvirt {call:16s} {float(sums[call]) / float(counts[call]) * 1000:7.2f} ({counts[call]})")
+        total = re.search(r"^virtops_agent_reconcile_duration_seconds_sum (\S+)", text, re.M)
+        count = re.search(r"^virtops_agent_reconcile_duration_seconds_count (\S+)", text, re.M)
+        if total and count:
+            print(f"  reconcile (all)          {float(total[1]) / float(count[1]) * 1000:7.2f} ({count[1]})")
+        print(json.dumps({k: round(statistics.median(v), 1) for k, v in rows.items()}))
+    finally:
+        stop.set()
+        watcher.stop()
+        if agent is not None:
+            agent.terminate()
+            agent.wait(10)
+        plane.down()
+        subprocess.run(["virsh", "-c", "qemu:///system", "destroy", f"{ns}_p"], capture_output=True, check=False)
+        subprocess.run(["virsh", "-c", "qemu:///system", "undefine", f"{ns}_p"], capture_output=True, check=False)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
