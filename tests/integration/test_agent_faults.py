@@ -9,6 +9,7 @@ host, and its restart is kept short.
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -103,6 +104,7 @@ def test_agent_follows_a_kube_apiserver_restart(node):
     assert node.domain_ids() == {}
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="restarting the host's libvirtd needs root")
 def test_agent_follows_a_libvirtd_restart(node):
     """Last in this file: libvirtd is shared by everything on the host; the restart takes about a second."""
     agent = node.start_agent(NO_RESYNC)
