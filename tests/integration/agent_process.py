@@ -33,6 +33,14 @@ def wait_long(predicate, attempts: int = 600, delay: float = 0.1):
     return wait_until(predicate, attempts=attempts, delay=delay)
 
 
+def metric(text: str, sample: str) -> float | None:
+    """The value of one sample line of /metrics (name with its labels exactly as rendered), or None."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 class AgentProcess:
     def __init__(self, argv: list[str], log_path: Path) -> None:
         self.argv = argv

@@ -16,7 +16,7 @@ import pytest
 
 pytest.importorskip("libvirt", reason="libvirt-python is installed by hack/setup.sh")
 
-from agent_process import AgentLab, restart_libvirtd, wait_long  # noqa: E402
+from agent_process import AgentLab, metric, restart_libvirtd, wait_long  # noqa: E402
 
 NO_RESYNC = "--resync-seconds=3600"
 
@@ -38,7 +38,7 @@ def test_agent_killed_while_ten_vmis_start_runs_each_exactly_once(node):
     agent = node.start_agent(NO_RESYNC)
     node.create_vmis(*names)
     # SIGKILL as soon as a few qemu processes run: the others are queued, defining or starting.
-    wait_long(lambda: len(node.domain_ids()) >= 3, delay=0.02)
+    wait_long(lambda: len(node.domain_ids()) >= 3, attempts=3000, delay=0.02)
     agent.kill()
     before = node.domain_ids()
     pids = {name: node.qemu_pid(name) for name in names}
@@ -117,7 +117,7 @@ def test_agent_follows_a_libvirtd_restart(node):
     assert node.domain_ids() == ids  # libvirtd's restart does not touch its guests
 
     # The agent subscribed to lifecycle events again: a guest that powers off is noticed (no resync here).
-    wait_long(lambda: "virtops_agent_libvirt_connections_total 2" in node.http("/metrics")[1])
+    wait_long(lambda: (metric(node.http("/metrics")[1], "virtops_agent_libvirt_connections_total") or 0) >= 2)
     node.quit_guest("quitter")
     wait_long(lambda: node.phase("quitter") == "Succeeded")
     # Its libvirt calls work again: pause, then delete (from paused).

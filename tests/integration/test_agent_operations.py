@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("libvirt", reason="libvirt-python is installed by hack/setup.sh")
 
-from agent_process import AgentLab, wait_long  # noqa: E402
+from agent_process import AgentLab, metric, wait_long  # noqa: E402
 from virtops.agent import VERSION  # noqa: E402
 from virtops.agent.agent import FINALIZER  # noqa: E402
 from virtops.kube import ForbiddenError, KubeClient, path_for  # noqa: E402
@@ -25,14 +25,6 @@ def node(lab, kubevirt_api, namespace):
     agent_lab = AgentLab(lab, kubevirt_api, namespace)
     yield agent_lab
     agent_lab.close()
-
-
-def metric(text: str, sample: str) -> float | None:
-    """The value of one sample line (name with its labels exactly as rendered), or None."""
-    for line in text.splitlines():
-        if line.startswith(sample + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def test_config_file_flags_json_logs_metrics_and_sigterm_leaves_vms_running(node):

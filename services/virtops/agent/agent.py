@@ -243,9 +243,9 @@ class NodeAgent:
     # --- libvirt events -----------------------------------------------------
     def _on_domain_event(self, name: str, event: str) -> None:
         """A domain changed (libvirt's event loop thread): queue its VMI if it is one of ours."""
-        self.metrics.libvirt_events.inc(event=event)
         namespace, sep, vmi_name = name.partition("_")  # neither part can hold '_' (DNS names)
-        if sep and self.cached((namespace, vmi_name)) is not None:
+        if sep and self.cached((namespace, vmi_name)) is not None:  # other nodes' and strangers' domains: not ours
+            self.metrics.libvirt_events.inc(event=event)
             self.queue.add((namespace, vmi_name))
 
     def _on_libvirt_connect(self) -> None:

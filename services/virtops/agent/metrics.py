@@ -141,7 +141,7 @@ class AgentMetrics:
                                          "Time of one call to libvirt, by call.")
         self.errors = Counter("virtops_agent_errors_total", "Errors by kind.")
         self.libvirt_events = Counter("virtops_agent_libvirt_events_total",
-                                      "Domain lifecycle events received from libvirtd, by event.")
+                                      "Lifecycle events of this node's domains received from libvirtd, by event.")
         self.libvirt_connections = Counter("virtops_agent_libvirt_connections_total",
                                            "Subscriptions to libvirt's lifecycle events (1 + reconnects).")
         self.gauges: list[Gauge] = []

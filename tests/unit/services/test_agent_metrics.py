@@ -82,6 +82,7 @@ def test_a_libvirt_event_queues_only_a_known_vmi(tmp_path):
     assert node.queue.get(0) == ("ns", "a")
     assert node.queue.get(0) is None
     assert node.metrics.libvirt_events.value(event="suspended") == 1
+    assert node.metrics.libvirt_events.value(event="started") == 0  # not this node's domains
 
 
 def test_a_failed_reconcile_is_retried_with_backoff_not_only_at_resync(tmp_path):
