@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ libvirt = pytest.importorskip("libvirt", reason="libvirt-python is installed by 
 from virtops.agent.agent import FINALIZER, POWER_STATE, NodeAgent  # noqa: E402
 from virtops.agent.hypervisor import LibvirtHypervisor  # noqa: E402
 from virtops.kube import KubeClient, NotFoundError, path_for  # noqa: E402
+from virtops.lab.guest import GUEST_IMAGE, INITRD_PATH, KERNEL_PATH, install_guest  # noqa: E402
 
 PAUSED = {"type": "Paused", "status": "True", "reason": "PausedByUser", "message": "VMI was paused by user",
           "lastProbeTime": None}
@@ -258,17 +258,24 @@ def test_domain_killed_behind_the_agents_back_fails_the_vmi(harness):
 
 
 def test_domain_that_shuts_down_by_itself_succeeds_the_vmi(harness):
+    install_guest(harness.state_dir / "images")
     harness.start_agent()
-    harness.create_vmi("quitter")
-    wait_for("phase Running", lambda: harness.phase("quitter") == "Running")
-    # A diskless guest cannot power itself off; QMP "quit" makes qemu end the same way
-    # (libvirt records SHUTOFF with reason "shutdown"), with no call to the agent.
-    subprocess.run(["virsh", "-c", "qemu:///system", "qemu-monitor-command", f"{harness.namespace}_quitter",
-                    '{"execute": "quit"}'], capture_output=True, text=True, check=False)
-    wait_for("phase Succeeded", lambda: harness.phase("quitter") == "Succeeded")
+    # The project's guest (docs/guest-image.md) powers itself off cleanly a second after it has booted:
+    # the domain ends as a guest shutdown, with no call to the agent.
+    harness.create_vmi("quitter", domain={
+        "resources": {"requests": {"memory": "128Mi"}}, "devices": {},
+        "firmware": {"kernelBoot": {"kernelArgs": "console=ttyS0 virtops.poweroff_after=1",
+                                    "container": {"image": GUEST_IMAGE, "kernelPath": KERNEL_PATH,
+                                                  "initrdPath": INITRD_PATH}}}})
+    # A boot under TCG on a busy 2-core machine: a generous bounded wait.
+    wait_for("phase Succeeded", lambda: harness.phase("quitter") == "Succeeded", attempts=2400)
     wait_for("domain undefined", lambda: harness.libvirt_state("quitter") is None)
+    console = (harness.state_dir / f"{harness.namespace}_quitter" / "serial.log").read_text(errors="replace")
+    assert "virtops-guest: virtops.poweroff_after=1 reached: shutting down" in console
+    assert "virtops-guest: clean shutdown complete, powering off" in console
     vmi = harness.vmi("quitter")
     assert [t["phase"] for t in vmi["status"]["phaseTransitionTimestamps"]] == ["Running", "Succeeded"]
+    assert harness.condition("quitter", "Ready")["reason"] == "GuestShutdown"
     wait_for("Stopped event", lambda: any(r == "Stopped" for r, _msg, _kind in harness.events("quitter")))
 
 

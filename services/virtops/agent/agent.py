@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from virtops.agent import VERSION
-from virtops.agent.domain import UnsupportedSpecError, domain_name, interface_names, plan_domain, prepare_files
+from virtops.agent.domain import (
+    UnsupportedSpecError,
+    domain_name,
+    interface_names,
+    plan_domain,
+    prepare_files,
+    status_interfaces,
+)
 from virtops.agent.metrics import AgentMetrics, InstrumentedHypervisor
 from virtops.kube import ApiError, ConflictError, ForbiddenError, GoneError, KubeClient, NotFoundError, path_for
 from virtops.node.hypervisor import domain_type as detect_domain_type
@@ -42,6 +49,9 @@ AGENT_LABEL = "virtops.kubevirt.io/node-agent"
 COMPONENT = "virtops-agent"
 DEFAULT_GRACE_SECONDS = 30
 FINAL_PHASES = ("Succeeded", "Failed")
+# A booting guest's agent is asked for its address this often, for this long after the VMI started running.
+ADDRESS_POLL_SECONDS = 2.0
+ADDRESS_POLL_WINDOW_SECONDS = 300.0
 PAUSED_CONDITION = {"type": "Paused", "status": "True", "reason": "PausedByUser",
                     "message": "VMI was paused by user", "lastProbeTime": None}
 OWNED_CONDITIONS = ("Ready", "Paused", "Synchronized")
@@ -58,6 +68,7 @@ class Hypervisor(Protocol):
     def list_names(self, prefix: str = "") -> list[str]: ...
     def marker(self, name: str) -> Any: ...
     def macs(self, name: str) -> list[str]: ...
+    def guest_interfaces(self, name: str) -> Any: ...
 
 
 class DomainEvents(Protocol):
@@ -143,6 +154,18 @@ def _conditions(status: Obj) -> list[Obj]:
 
 def _condition(status: Obj, kind: str) -> Obj | None:
     return next((c for c in _conditions(status) if c.get("type") == kind), None)
+
+
+def _awaiting_address(interfaces: list[Obj], transitions: list[Obj]) -> bool:
+    """Interfaces without an address yet, on a VMI that started running recently (its guest may be booting)."""
+    if not interfaces or any(i.get("ipAddress") for i in interfaces):
+        return False
+    started = [t.get("phaseTransitionTimestamp") for t in transitions if t.get("phase") == "Running"]
+    try:
+        since = datetime.datetime.strptime(started[-1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except (IndexError, TypeError, ValueError):
+        return False
+    return (datetime.datetime.now(datetime.UTC) - since).total_seconds() < ADDRESS_POLL_WINDOW_SECONDS
 
 
 class NodeAgent:
@@ -572,17 +595,16 @@ class NodeAgent:
                               else dict(PAUSED_CONDITION, lastTransitionTime=now_rfc3339()))
         else:
             conditions.append(self._ready(status, "True", None, None))
-        macs = self.hypervisor.macs(name)
-        old_ifaces = {i.get("name"): i for i in status.get("interfaces") or []}
-        interfaces = []
-        for iface_name, mac in zip(interface_names(vmi), macs, strict=False):
-            entry = {"name": iface_name, "mac": mac, "infoSource": "domain"}
-            ip = (old_ifaces.get(iface_name) or {}).get("ipAddress")
-            if ip:
-                entry["ipAddress"] = ip  # written by whoever learned it (a guest agent); kept
-            interfaces.append(entry)
+        guest = None if paused else self.hypervisor.guest_interfaces(name)  # a frozen guest cannot answer
+        interfaces = status_interfaces(interface_names(vmi), self.hypervisor.macs(name), guest,
+                                       status.get("interfaces") or [])
         new = {"phase": "Running", "nodeName": status.get("nodeName") or self.node_name, "interfaces": interfaces,
                "conditions": conditions, "phaseTransitionTimestamps": self._transitions(status, "Running")}
+        if not paused and _awaiting_address(interfaces, new["phaseTransitionTimestamps"]):
+            # No event says "the guest has its address now": look again soon while it boots.
+            timer = threading.Timer(ADDRESS_POLL_SECONDS, self.queue.add, (_key(vmi),))
+            timer.daemon = True
+            timer.start()
         if all(status.get(k) == v for k, v in new.items()):
             return
         was_paused = (_condition(status, "Paused") or {}).get("status") == "True"

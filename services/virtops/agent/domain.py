@@ -6,6 +6,15 @@ node's image store: every '/' and ':' (and '@') of the reference becomes '_', an
 ``quay.io/containerdisks/fedora:39`` -> ``quay.io_containerdisks_fedora_39.qcow2``.
 The image is the backing file of a qcow2 overlay in the VMI's state directory, so it is never modified.
 
+A ``spec.domain.firmware.kernelBoot.container.image`` reference names a directory of the same name in the
+store, the image's file system: ``kernelPath``/``initrdPath`` are paths inside it.
+``virtops/guest:1`` with kernelPath ``/boot/vmlinuz`` -> ``<store>/virtops_guest_1/boot/vmlinuz``.
+The kernel and initrd are copied into the VMI's state directory (as KubeVirt copies them out of the
+container into the pod), so libvirt's relabelling never touches the store.
+
+Every domain gets the virtio-serial channel ``org.qemu.guest_agent.0`` (as KubeVirt adds it): a guest agent
+behind it tells libvirt the guest's addresses.
+
 Networking is qemu user-mode only (KubeVirt's masquerade/slirp meaning); never a libvirt network or bridge.
 """
 
@@ -13,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -35,6 +45,8 @@ _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 _BUSES = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
 _SUPPORTED_VOLUMES = ("containerDisk", "emptyDisk")
 _UNSUPPORTED_DEVICES = ("gpus", "hostDevices", "filesystems", "watchdog", "tpm")
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+_KERNEL_BOOT = "spec.domain.firmware.kernelBoot"
 
 
 class UnsupportedSpecError(Exception):
@@ -71,11 +83,21 @@ def image_file_name(image: str) -> str:
 
 @dataclass
 class DiskFile:
-    """A file a disk needs before the domain starts: an overlay on an image, or an empty disk."""
+    """A file the domain needs before it starts: an overlay on an image, an empty disk, or a copy
+    (``copy_of``: a kernel boot's kernel or initrd)."""
 
     path: Path
     backing: Path | None = None
     size_bytes: int = 0
+    copy_of: Path | None = None
+
+
+@dataclass
+class KernelBoot:
+    kernel: Path
+    initrd: Path | None
+    cmdline: str
+    files: list[DiskFile]
 
 
 @dataclass
@@ -164,6 +186,52 @@ def _find_image(image: str, image_store: Path) -> Path | None:
     return None
 
 
+def _image_path(image_dir: Path, value: Any, field_path: str, image: str) -> Path:
+    """A path inside a container image's directory; absolute, and never outside it."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise UnsupportedSpecError(field_path, f"must be an absolute path inside the image, not {value!r}")
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise UnsupportedSpecError(field_path, f"{value!r} is not a file path inside the image")
+    path = image_dir.joinpath(*parts)
+    if not path.is_file():
+        raise UnsupportedSpecError(field_path, f"{value!r} is not in image {image!r} (looked for {path})")
+    return path
+
+
+def _kernel_boot(spec: dict[str, Any], state_dir: Path, image_store: Path) -> KernelBoot | None:
+    """KubeVirt's spec.domain.firmware.kernelBoot: kernel and initrd from a container image in the store."""
+    boot = ((spec.get("domain") or {}).get("firmware") or {}).get("kernelBoot")
+    if not boot:
+        return None
+    container = boot.get("container")
+    if not container:
+        raise UnsupportedSpecError(f"{_KERNEL_BOOT}.container",
+                                   "a container image holding the kernel (and initrd) is required")
+    args = boot.get("kernelArgs", "")
+    if not isinstance(args, str):
+        raise UnsupportedSpecError(f"{_KERNEL_BOOT}.kernelArgs", f"must be a string, not {args!r}")
+    image = container.get("image")
+    if not isinstance(image, str) or not image:
+        raise UnsupportedSpecError(f"{_KERNEL_BOOT}.container.image", "an image reference is required")
+    if not container.get("kernelPath"):
+        raise UnsupportedSpecError(f"{_KERNEL_BOOT}.container.kernelPath",
+                                   "a kernel path inside the image is required on this node")
+    image_dir = image_store / image_file_name(image)
+    if not image_dir.is_dir():
+        raise UnsupportedSpecError(f"{_KERNEL_BOOT}.container.image",
+                                   f"image {image!r} is not in the node's image store {image_store} "
+                                   f"(expected a directory named {image_file_name(image)})")
+    kernel = _image_path(image_dir, container["kernelPath"], f"{_KERNEL_BOOT}.container.kernelPath", image)
+    files = [DiskFile(path=state_dir / "kernel", copy_of=kernel)]
+    initrd = None
+    if container.get("initrdPath"):
+        source = _image_path(image_dir, container["initrdPath"], f"{_KERNEL_BOOT}.container.initrdPath", image)
+        initrd = state_dir / "initrd"
+        files.append(DiskFile(path=initrd, copy_of=source))
+    return KernelBoot(kernel=state_dir / "kernel", initrd=initrd, cmdline=args, files=files)
+
+
 def _disks(spec: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[list[dict[str, Any]], list[DiskFile]]:
     volumes = spec.get("volumes") or []
     by_name: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -239,6 +307,9 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
                                    "(q35, pc, pc-q35-*, pc-i440fx-*)")
     interfaces = _interfaces(spec)
     disks, files = _disks(spec, state_dir, image_store)
+    kernel_boot = _kernel_boot(spec, state_dir, image_store)
+    if kernel_boot is not None:
+        files = kernel_boot.files + files
 
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
     root = ET.Element("domain", type=domain_type)
@@ -253,6 +324,12 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
     ET.SubElement(root, "vcpu", placement="static").text = str(sockets * cores * threads)
     os_el = ET.SubElement(root, "os")
     ET.SubElement(os_el, "type", arch="x86_64", machine=machine).text = "hvm"
+    if kernel_boot is not None:
+        ET.SubElement(os_el, "kernel").text = str(kernel_boot.kernel)
+        if kernel_boot.initrd is not None:
+            ET.SubElement(os_el, "initrd").text = str(kernel_boot.initrd)
+        if kernel_boot.cmdline:
+            ET.SubElement(os_el, "cmdline").text = kernel_boot.cmdline
     features = ET.SubElement(root, "features")
     ET.SubElement(features, "acpi")
     ET.SubElement(features, "apic")
@@ -278,6 +355,9 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
     serial = ET.SubElement(devices, "serial", type="file")
     ET.SubElement(serial, "source", path=str(state_dir / "serial.log"), append="on")
     ET.SubElement(serial, "target", port="0")
+    channel = ET.SubElement(devices, "channel", type="unix")
+    ET.SubElement(channel, "source", mode="bind")  # libvirt picks the socket path
+    ET.SubElement(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)
     ET.SubElement(devices, "memballoon", model="none")
     ET.indent(root)
     return DomainPlan(name=name, xml=ET.tostring(root, encoding="unicode"), files=files)
@@ -295,12 +375,52 @@ def interface_names(vmi: dict[str, Any]) -> list[str]:
     return [i["name"] for i in _interfaces(vmi.get("spec") or {})]
 
 
+def _guest_address(addresses: list[str]) -> list[str]:
+    """Addresses worth showing: link-local IPv6 (fe80::/10) is on every interface and says nothing."""
+    return [a for a in addresses if not a.lower().startswith(("fe8", "fe9", "fea", "feb"))]
+
+
+def status_interfaces(names: list[str], macs: list[str], guest: list[Any] | None,
+                      old: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """status.interfaces as KubeVirt writes them: the domain's interfaces, with the guest agent's view.
+
+    ``guest`` is what the guest agent reported (objects with name, mac, ipv4, ipv6), or None when it did
+    not answer (not booted yet, paused, no agent): then addresses reported before are kept. An interface
+    the guest reports without an address loses it. Nothing is guessed: qemu's DHCP server would hand out
+    10.0.2.15, but only an address the guest says it has is shown.
+    """
+    by_mac = {g.mac.lower(): g for g in guest or []}
+    previous = {i.get("name"): i for i in old}
+    result = []
+    for name, mac in zip(names, macs, strict=False):
+        entry: dict[str, Any] = {"name": name, "mac": mac, "infoSource": "domain"}
+        seen = by_mac.get(mac.lower())
+        if seen is not None:
+            addresses = _guest_address([*seen.ipv4, *seen.ipv6])
+            entry.update(interfaceName=seen.name, infoSource="domain, guest-agent")
+            if addresses:
+                entry.update(ipAddress=addresses[0], ipAddresses=addresses)
+        elif guest is None:
+            kept = previous.get(name) or {}
+            for key in ("ipAddress", "ipAddresses", "interfaceName", "infoSource"):
+                if key in kept and kept.get("mac") == mac:
+                    entry[key] = kept[key]
+        result.append(entry)
+    return result
+
+
 def prepare_files(plan: DomainPlan, state_dir: Path) -> None:
     """Create the overlays and empty disks that do not exist yet (an adopted domain keeps its own)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)  # qemu runs as its own user under qemu:///system
     for disk in plan.files:
         if disk.path.exists():
+            continue
+        if disk.copy_of is not None:
+            tmp = disk.path.with_name(disk.path.name + ".tmp")
+            shutil.copyfile(disk.copy_of, tmp)
+            tmp.chmod(0o644)
+            tmp.rename(disk.path)
             continue
         if disk.backing is not None:
             info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk.backing)],

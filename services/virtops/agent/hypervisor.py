@@ -12,6 +12,10 @@ import libvirt
 from virtops.agent.domain import METADATA_NS
 
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
+# How long one guest agent command may take; a busy or booting guest just answers on a later resync.
+AGENT_TIMEOUT_SECONDS = 2
+# How long a guest's answer is reused once it reported an IPv4 address (addresses rarely change).
+AGENT_CACHE_SECONDS = 15.0
 
 
 def _quiet(_ctx: object, _err: object) -> None:
@@ -39,6 +43,16 @@ class DomainState:
 
 
 @dataclass(frozen=True)
+class GuestInterface:
+    """One interface as the guest agent reports it: what the guest itself has configured."""
+
+    name: str
+    mac: str
+    ipv4: tuple[str, ...]
+    ipv6: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class DomainMarker:
     """What the agent wrote into <metadata>: which VMI (and node) the domain belongs to."""
 
@@ -54,6 +68,7 @@ class LibvirtHypervisor:
         self.poll_seconds = poll_seconds
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._agent_cache: dict[tuple[str, int], tuple[float, list[GuestInterface]]] = {}
 
     # --- connection ---------------------------------------------------------
     def _connection(self) -> libvirt.virConnect:
@@ -132,6 +147,38 @@ class LibvirtHypervisor:
         root = ET.fromstring(dom.XMLDesc(0))
         return [m.get("address", "") for m in root.findall("./devices/interface/mac")]
 
+    def guest_interfaces(self, name: str) -> list[GuestInterface] | None:
+        """The guest's interfaces and addresses from its guest agent (org.qemu.guest_agent.0).
+
+        None when there is no answer: no agent in the guest (yet), the domain is not running, the
+        guest is too busy. Only what the guest reports is returned; nothing is guessed from DHCP.
+        """
+        dom = self._lookup(name)
+        if dom is None:
+            return None
+        try:
+            if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+                return None
+            cache_key = (name, dom.ID())
+            cached = self._agent_cache.get(cache_key)
+            if cached is not None and time.monotonic() - cached[0] < AGENT_CACHE_SECONDS:
+                return cached[1]
+            dom.agentSetResponseTimeout(AGENT_TIMEOUT_SECONDS)
+            raw = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)
+        except libvirt.libvirtError:
+            return None
+        result = []
+        for ifname, info in sorted((raw or {}).items()):
+            addrs = info.get("addrs") or []
+            result.append(GuestInterface(
+                name=ifname, mac=(info.get("hwaddr") or "").lower(),
+                ipv4=tuple(a["addr"] for a in addrs if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4),
+                ipv6=tuple(a["addr"] for a in addrs if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV6)))
+        if any(i.ipv4 for i in result if i.name != "lo"):
+            self._agent_cache = {k: v for k, v in self._agent_cache.items() if k[0] != name}
+            self._agent_cache[cache_key] = (time.monotonic(), result)
+        return result
+
     # --- actions ------------------------------------------------------------
     def ensure_running(self, name: str, xml: str) -> bool:
         """Define (if missing) and start (if not active). True when something changed."""
@@ -177,7 +224,9 @@ class LibvirtHypervisor:
                     dom.resume()  # a frozen guest cannot see the power button
                 if grace_seconds > 0:
                     try:
-                        dom.shutdown()
+                        # The power button, as KubeVirt presses it; not the guest agent (libvirt's default
+                        # when one is connected), whose guest-shutdown a guest may not implement.
+                        dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
                     except libvirt.libvirtError:
                         pass  # no ACPI (or already going down): the deadline decides
                 while dom.isActive() and time.monotonic() < deadline:
@@ -188,6 +237,7 @@ class LibvirtHypervisor:
                     except libvirt.libvirtError:
                         if dom.isActive():
                             raise
+            self._agent_cache = {k: v for k, v in self._agent_cache.items() if k[0] != name}
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:

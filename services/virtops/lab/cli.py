@@ -1,23 +1,27 @@
-"""``virtops-lab up|status|down``: the lab's command line."""
+"""``virtops-lab up|status|down|build|guest``: the lab's command line."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from virtops.lab.build import BuildError
 from virtops.lab.control_plane import ControlPlane, LabError
+from virtops.lab.guest import GuestBuildError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="virtops-lab", description=__doc__)
-    parser.add_argument("command", choices=["up", "status", "down", "build"])
+    parser.add_argument("command", choices=["up", "status", "down", "build", "guest"])
     parser.add_argument("--name", default="default", help="lab instance name (default: default)")
     parser.add_argument("--state-dir", help="state directory (default: /tmp/virtops-lab/NAME)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
     parser.add_argument("--stack", action="store_true",
                         help="also run the virtops controller and node agent(s) against the lab")
     parser.add_argument("--nodes", type=int, default=1, help="node agents to run with --stack (default 1)")
+    parser.add_argument("--install", metavar="IMAGE_STORE",
+                        help="with guest: also install the guest image into this image store")
     args = parser.parse_args(argv)
     lab = ControlPlane(args.name, args.state_dir, stack=args.stack, nodes=args.nodes)
     try:
@@ -26,6 +30,15 @@ def main(argv: list[str] | None = None) -> int:
 
             for name, path in ensure_binaries().items():
                 print(f"{name}: {path}")
+            return 0
+        if args.command == "guest":
+            from virtops.lab.guest import GUEST_IMAGE, ensure_guest, install_guest
+
+            guest = ensure_guest()
+            if args.install:
+                install_guest(args.install, guest)
+            print(json.dumps(dict(guest.manifest, directory=str(guest.directory)), indent=2, sort_keys=True)
+                  if args.json else f"{GUEST_IMAGE}: {guest.directory}")
             return 0
         if args.command == "up":
             info = lab.up()
@@ -43,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         changed = lab.down()
         print(f'{{"changed": {str(changed).lower()}}}' if args.json else f"lab {args.name}: down")
         return 0
-    except (LabError, BuildError) as exc:
+    except (LabError, BuildError, GuestBuildError) as exc:
         print(f"virtops-lab: {exc}", file=sys.stderr)
         return 1
 

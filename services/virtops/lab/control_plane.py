@@ -150,6 +150,9 @@ class ControlPlane:
 
         binaries = build.ensure_binaries()
         self.state_dir.mkdir(parents=True, mode=0o700)
+        # qemu runs as its own user and opens the agents' files below (a kernel boot's kernel, disk images);
+        # it may pass through but not list. pki/ and the kubeconfigs stay private (0700, 0600).
+        self.state_dir.chmod(0o711)
         try:
             return self._start(binaries)
         except BaseException:
@@ -409,6 +412,7 @@ class ControlPlane:
         """Our controller and node agents as lab processes (the roles install them on real hosts)."""
         py = sys.executable
         sd = self.state_dir
+        self._install_guest(sd / "images")
         info.pids["controller"] = self._spawn("controller", [
             py, "-m", "virtops.controller.main", f"--kubeconfig={info.kubeconfig}",
             f"--state-dir={sd / 'controller'}", f"--identity=lab-{self.name}",
@@ -431,6 +435,16 @@ class ControlPlane:
                 f"--lease-duration-seconds={self.lease_seconds}",
             ])
             self._save(info)
+
+    @staticmethod
+    def _install_guest(image_store: Path) -> None:
+        """The project's guest (virtops/guest:1, docs/guest-image.md) in the store every lab node reads."""
+        from virtops.lab.guest import GuestBuildError, install_guest
+
+        try:
+            install_guest(image_store)
+        except GuestBuildError as exc:  # the lab still runs diskless VMIs; kernelBoot VMIs fail naming the image
+            _say(f"the guest image is not installed: {exc}")
 
     def _wait_ready(self, info: LabInfo, started: float) -> None:
         deadline = time.monotonic() + READY_TIMEOUT

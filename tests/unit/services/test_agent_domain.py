@@ -17,6 +17,7 @@ from virtops.agent.domain import (
     parse_quantity,
     plan_domain,
     prepare_files,
+    status_interfaces,
 )
 
 BASE = {
@@ -191,3 +192,96 @@ def test_container_disk_becomes_an_overlay_and_empty_disk_a_fresh_qcow2(tmp_path
         ["qemu-img", "info", "--output=json", str(state / "disk-scratch.qcow2")],
         check=True, capture_output=True, text=True).stdout
     assert image.read_bytes() == before
+
+
+def guest_store(tmp_path: Path) -> Path:
+    """An image store holding the container image example.org/guest:1 with a kernel and an initrd."""
+    boot = tmp_path / "images" / "example.org_guest_1" / "boot"
+    boot.mkdir(parents=True)
+    (boot / "vmlinuz").write_bytes(b"kernel")
+    (boot / "initrd.img").write_bytes(b"initrd")
+    return tmp_path / "images"
+
+
+KERNEL_BOOT = {"kernelArgs": "console=ttyS0 virtops.tick=1",
+               "container": {"image": "example.org/guest:1", "kernelPath": "/boot/vmlinuz",
+                             "initrdPath": "/boot/initrd.img"}}
+
+
+def test_kernel_boot_copies_kernel_and_initrd_from_the_image_directory(tmp_path):
+    images = guest_store(tmp_path)
+    state = tmp_path / "state"
+    plan = plan_domain(vmi(domain__firmware={"kernelBoot": KERNEL_BOOT}), domain_type="qemu", state_dir=state,
+                       image_store=images)
+    os_el = ET.fromstring(plan.xml).find("os")
+    assert os_el.findtext("kernel") == str(state / "kernel")
+    assert os_el.findtext("initrd") == str(state / "initrd")
+    assert os_el.findtext("cmdline") == "console=ttyS0 virtops.tick=1"
+    assert not state.exists()  # planning creates nothing
+    prepare_files(plan, state)
+    assert (state / "kernel").read_bytes() == b"kernel" and (state / "initrd").read_bytes() == b"initrd"
+    assert (state / "kernel").stat().st_mode & 0o777 == 0o644
+
+
+def test_every_domain_has_the_guest_agent_channel(tmp_path):
+    channel = xml_of(vmi(), tmp_path).find("devices/channel")
+    assert channel.get("type") == "unix"
+    assert channel.find("target").attrib == {"type": "virtio", "name": "org.qemu.guest_agent.0"}
+
+
+@pytest.mark.parametrize("kernel_boot, field, text", [
+    ({"kernelArgs": "x"}, "spec.domain.firmware.kernelBoot.container", "a container image"),
+    ({"container": {"kernelPath": "/boot/vmlinuz"}}, "spec.domain.firmware.kernelBoot.container.image",
+     "an image reference is required"),
+    ({"container": {"image": "example.org/guest:1"}}, "spec.domain.firmware.kernelBoot.container.kernelPath",
+     "a kernel path"),
+    ({"container": {"image": "example.org/other:2", "kernelPath": "/boot/vmlinuz"}},
+     "spec.domain.firmware.kernelBoot.container.image", "image 'example.org/other:2' is not in the node's image "
+     "store"),
+    ({"container": {"image": "example.org/guest:1", "kernelPath": "/boot/missing"}},
+     "spec.domain.firmware.kernelBoot.container.kernelPath", "'/boot/missing' is not in image"),
+    ({"container": {"image": "example.org/guest:1", "kernelPath": "boot/vmlinuz"}},
+     "spec.domain.firmware.kernelBoot.container.kernelPath", "must be an absolute path"),
+    ({"container": {"image": "example.org/guest:1", "kernelPath": "/boot/vmlinuz", "initrdPath": "/../../x"}},
+     "spec.domain.firmware.kernelBoot.container.initrdPath", "is not a file path inside the image"),
+    ({"kernelArgs": ["a"], "container": {"image": "example.org/guest:1", "kernelPath": "/boot/vmlinuz"}},
+     "spec.domain.firmware.kernelBoot.kernelArgs", "must be a string"),
+])
+def test_kernel_boot_errors_name_the_field(tmp_path, kernel_boot, field, text):
+    guest_store(tmp_path)
+    error = unsupported(vmi(domain__firmware={"kernelBoot": kernel_boot}), tmp_path)
+    assert error.field == field
+    assert text in error.message
+    assert not (tmp_path / "state").exists()
+
+
+class Seen:
+    def __init__(self, name, mac, ipv4=(), ipv6=()):
+        self.name, self.mac, self.ipv4, self.ipv6 = name, mac, tuple(ipv4), tuple(ipv6)
+
+
+MAC = "52:54:00:12:34:56"
+
+
+def test_status_interfaces_take_the_addresses_the_guest_agent_reports():
+    guest = [Seen("lo", "00:00:00:00:00:00", ["127.0.0.1"]),
+             Seen("eth0", MAC.upper(), ["10.0.2.15"], ["fe80::5054:ff:fe12:3456", "fec0::5054:ff:fe12:3456"])]
+    assert status_interfaces(["default"], [MAC], guest, []) == [{
+        "name": "default", "mac": MAC, "infoSource": "domain, guest-agent", "interfaceName": "eth0",
+        "ipAddress": "10.0.2.15", "ipAddresses": ["10.0.2.15", "fec0::5054:ff:fe12:3456"]}]
+
+
+def test_status_interfaces_without_an_agent_answer_keep_what_was_reported():
+    old = [{"name": "default", "mac": MAC, "ipAddress": "10.0.2.15", "ipAddresses": ["10.0.2.15"],
+            "interfaceName": "eth0", "infoSource": "domain, guest-agent"}]
+    assert status_interfaces(["default"], [MAC], None, old) == old
+    # A new domain (another MAC) starts from nothing: no address is guessed.
+    assert status_interfaces(["default"], ["52:54:00:aa:bb:cc"], None, old) == [
+        {"name": "default", "mac": "52:54:00:aa:bb:cc", "infoSource": "domain"}]
+
+
+def test_status_interfaces_drop_an_address_the_guest_no_longer_has():
+    old = [{"name": "default", "mac": MAC, "ipAddress": "10.0.2.15", "infoSource": "domain, guest-agent"}]
+    guest = [Seen("eth0", MAC, [], ["fe80::1"])]
+    assert status_interfaces(["default"], [MAC], guest, old) == [
+        {"name": "default", "mac": MAC, "infoSource": "domain, guest-agent", "interfaceName": "eth0"}]
