@@ -42,3 +42,53 @@ def test_missing_domain_has_no_state(monkeypatch):
     assert hv.pause("ns_vm") is False
     assert hv.resume("ns_vm") is False
     assert hv.stop("ns_vm", 1) is False
+
+
+class AgentDomain(FakeDomain):
+    """A running domain whose guest agent answers (or not) libvirt's interfaceAddresses."""
+
+    def __init__(self, answer, state: int = libvirt.VIR_DOMAIN_RUNNING) -> None:
+        super().__init__(state)
+        self.answer = answer
+        self.asked = 0
+
+    def ID(self) -> int:  # noqa: N802 - libvirt's name
+        return 7
+
+    def agentSetResponseTimeout(self, seconds: int) -> int:  # noqa: N802 - libvirt's name
+        return 0
+
+    def interfaceAddresses(self, source: int) -> dict:  # noqa: N802 - libvirt's name
+        assert source == libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT
+        self.asked += 1
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+ANSWER = {"eth0": {"hwaddr": "52:54:00:AB:CD:EF", "addrs": [
+    {"type": libvirt.VIR_IP_ADDR_TYPE_IPV4, "addr": "10.0.2.15", "prefix": 24},
+    {"type": libvirt.VIR_IP_ADDR_TYPE_IPV6, "addr": "fec0::1", "prefix": 64}]},
+    "lo": {"hwaddr": "00:00:00:00:00:00", "addrs": [{"type": libvirt.VIR_IP_ADDR_TYPE_IPV4, "addr": "127.0.0.1",
+                                                     "prefix": 8}]}}
+
+
+def test_guest_interfaces_come_from_the_guest_agent_and_are_reused_briefly(monkeypatch):
+    hv = LibvirtHypervisor()
+    dom = AgentDomain(ANSWER)
+    monkeypatch.setattr(hv, "_lookup", lambda name: dom)
+    first = hv.guest_interfaces("ns_vm")
+    eth0 = next(i for i in first if i.name == "eth0")
+    assert (eth0.mac, eth0.ipv4, eth0.ipv6) == ("52:54:00:ab:cd:ef", ("10.0.2.15",), ("fec0::1",))
+    assert hv.guest_interfaces("ns_vm") == first and dom.asked == 1
+
+
+def test_no_guest_agent_answer_is_none_and_is_asked_again(monkeypatch):
+    hv = LibvirtHypervisor()
+    dom = AgentDomain(libvirt.libvirtError("QEMU guest agent is not connected"))
+    monkeypatch.setattr(hv, "_lookup", lambda name: dom)
+    assert hv.guest_interfaces("ns_vm") is None
+    assert hv.guest_interfaces("ns_vm") is None and dom.asked == 2
+    paused = AgentDomain(ANSWER, state=libvirt.VIR_DOMAIN_PAUSED)
+    monkeypatch.setattr(hv, "_lookup", lambda name: paused)
+    assert hv.guest_interfaces("ns_vm") is None and paused.asked == 0  # a frozen guest is not asked
