@@ -70,7 +70,6 @@ class DomainEventWatcher:
         self.keepalive_interval = keepalive_interval
         self.keepalive_count = keepalive_count
         self.max_backoff_seconds = max_backoff_seconds
-        self.connected = threading.Event()
         self.connections = 0  # how many times a subscription was made (1 + reconnects)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -114,7 +113,6 @@ class DomainEventWatcher:
                 self.connections += 1
                 if self.connections > 1:
                     log.info("reconnected to %s; looking at every domain again", self.uri)
-                self.connected.set()
                 backoff = 0.2
                 self._on_connect()  # whatever happened while we were away, the agent looks again
                 while not self._stop.is_set() and not closed.wait(0.5):
@@ -123,13 +121,12 @@ class DomainEventWatcher:
                 if not self._stop.is_set():
                     log.warning("connection to libvirtd (%s) lost; reconnecting", self.uri)
                     self._on_error()
-            except libvirt.libvirtError as exc:
+            except Exception as exc:  # noqa: BLE001 - libvirtd away, or a callback failed: this thread must go on
                 log.warning("cannot subscribe to libvirt events on %s: %s", self.uri, exc)
                 self._on_error()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
             finally:
-                self.connected.clear()
                 if conn is not None:
                     self._close(conn, callback_id)
 
