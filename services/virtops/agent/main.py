@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import logging
@@ -141,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     setup_logging(config)
+    # The effective settings, once (paths and numbers only: the credentials stay in the kubeconfig file).
+    log.info("settings: %s", json.dumps(dataclasses.asdict(config), sort_keys=True))
     from virtops.agent.hypervisor import LibvirtHypervisor
     from virtops.agent.libvirt_events import DomainEventWatcher, ensure_event_loop
 
