@@ -1,0 +1,52 @@
+"""bench/report.py: medians, ratios, the table and the charts from a tiny hand-made result."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import report  # noqa: E402 - bench/ is not a package
+
+
+def lines() -> list[report.Line]:
+    return [
+        report.Line("1 create", "create 1 VMI", "s", {"ours": [1.0, 3.0, 2.0], "peer": [4.0, 4.0, 6.0]}),
+        report.Line("3 no-op", "items per second", "tasks/s", {"ours": [10.0], "peer": [5.0]}, higher_is_better=True),
+        report.Line("5 scale", "agent RSS", "MiB", {"virtops stack": [50.0, 52.0]}),
+        report.Line("5 scale", "nothing measured", "ms", {"virtops stack": []}),
+    ]
+
+
+def test_stats_and_ratio_use_medians():
+    line = lines()[0]
+    assert report.stats(line.series["ours"]) == report.Stats(3, 2.0, 1.0, 3.0)
+    assert report.ratio(line, "peer") == 0.5
+    assert report.stats([]) == report.Stats(0, None, None, None)
+
+
+def test_table_marks_the_better_side_and_shows_empty_series():
+    text = report.text_table(lines())
+    assert "0.50 ✓" in text  # lower is better and ours is lower
+    assert "2.00 ✓" in text  # higher is better and ours is higher
+    row = next(r for r in report.table_rows(lines()) if r[1] == "nothing measured")
+    assert row[3:6] == ["0", "—", "—"]
+    assert report.markdown_table(lines()).count("\n") == 2 + 6 - 1
+
+
+def test_json_round_trip_keeps_samples_and_reports_ratios():
+    text = report.to_json(lines(), {"date": "today"})
+    back, meta = report.from_json(text)
+    assert meta == {"date": "today"}
+    assert back == lines()
+    assert '"peer": 0.5' in text
+
+
+def test_charts_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    written = report.charts(lines(), tmp_path)
+    assert {p.name for p in written} == {"scenario-1.png", "scenario-3.png", "scenario-5.png", "ratios.png"}
+    assert all(p.stat().st_size > 1000 for p in written)
