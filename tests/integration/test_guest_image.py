@@ -152,7 +152,10 @@ def test_guest_boots_shows_its_address_and_shuts_down_cleanly_on_delete(stack, n
     assert iface["name"] == "default" and iface["mac"].startswith("52:54:00:")
     table = kubectl("-n", ns, "get", "vmis")
     assert re.search(r"guest\s+\S+\s+Running\s+10\.0\.2\.15\s", table), table
-    assert vmi(stack, ns, "guest")["status"]["phase"] == "Running"
+    status = vmi(stack, ns, "guest")["status"]
+    assert status["phase"] == "Running"
+    agent = next(c for c in status["conditions"] if c["type"] == "AgentConnected")
+    assert agent["status"] == "True"
 
     gone, log = delete_and_follow(stack, ns, "guest")
     assert "virtops-guest: ACPI power button pressed: shutting down" in log

@@ -54,7 +54,7 @@ ADDRESS_POLL_SECONDS = 2.0
 ADDRESS_POLL_WINDOW_SECONDS = 300.0
 PAUSED_CONDITION = {"type": "Paused", "status": "True", "reason": "PausedByUser",
                     "message": "VMI was paused by user", "lastProbeTime": None}
-OWNED_CONDITIONS = ("Ready", "Paused", "Synchronized")
+OWNED_CONDITIONS = ("Ready", "Paused", "Synchronized", "AgentConnected")
 
 
 class Hypervisor(Protocol):
@@ -69,6 +69,7 @@ class Hypervisor(Protocol):
     def marker(self, name: str) -> Any: ...
     def macs(self, name: str) -> list[str]: ...
     def guest_interfaces(self, name: str) -> Any: ...
+    def guest_agent_connected(self, name: str) -> bool: ...
 
 
 class DomainEvents(Protocol):
@@ -579,7 +580,7 @@ class NodeAgent:
 
     def _final_status(self, vmi: Obj, phase: str, *, ready_reason: str, ready_message: str) -> Obj:
         status = vmi.get("status") or {}
-        others = [c for c in _conditions(status) if c.get("type") not in ("Ready", "Paused")]
+        others = [c for c in _conditions(status) if c.get("type") not in ("Ready", "Paused", "AgentConnected")]
         return {"phase": phase, "nodeName": status.get("nodeName") or self.node_name,
                 "conditions": [*others, self._ready(status, "False", ready_reason, ready_message)],
                 "phaseTransitionTimestamps": self._transitions(status, phase)}
@@ -595,7 +596,14 @@ class NodeAgent:
                               else dict(PAUSED_CONDITION, lastTransitionTime=now_rfc3339()))
         else:
             conditions.append(self._ready(status, "True", None, None))
-        guest = None if paused else self.hypervisor.guest_interfaces(name)  # a frozen guest cannot answer
+        connected = self.hypervisor.guest_agent_connected(name)
+        if connected:  # KubeVirt's condition: a guest agent holds its channel open
+            old = _condition(status, "AgentConnected")
+            conditions.append(old if old and old.get("status") == "True" else {
+                "type": "AgentConnected", "status": "True", "lastProbeTime": None,
+                "lastTransitionTime": now_rfc3339()})
+        # A frozen guest cannot answer; without an agent there is no one to ask.
+        guest = self.hypervisor.guest_interfaces(name) if connected and not paused else None
         interfaces = status_interfaces(interface_names(vmi), self.hypervisor.macs(name), guest,
                                        status.get("interfaces") or [])
         new = {"phase": "Running", "nodeName": status.get("nodeName") or self.node_name, "interfaces": interfaces,

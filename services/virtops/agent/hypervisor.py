@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from virtops.agent.domain import METADATA_NS
+from virtops.agent.domain import GUEST_AGENT_CHANNEL, METADATA_NS
 
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
 # How long one guest agent command may take; a busy or booting guest just answers on a later resync.
@@ -146,6 +146,18 @@ class LibvirtHypervisor:
             return []
         root = ET.fromstring(dom.XMLDesc(0))
         return [m.get("address", "") for m in root.findall("./devices/interface/mac")]
+
+    def guest_agent_connected(self, name: str) -> bool:
+        """Whether a guest agent holds the org.qemu.guest_agent.0 channel open (libvirt tracks the port's state)."""
+        dom = self._lookup(name)
+        if dom is None:
+            return False
+        try:
+            root = ET.fromstring(dom.XMLDesc(0))
+        except libvirt.libvirtError:
+            return False
+        return any(t.get("name") == GUEST_AGENT_CHANNEL and t.get("state") == "connected"
+                   for t in root.findall("./devices/channel/target"))
 
     def guest_interfaces(self, name: str) -> list[GuestInterface] | None:
         """The guest's interfaces and addresses from its guest agent (org.qemu.guest_agent.0).

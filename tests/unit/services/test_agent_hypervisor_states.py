@@ -92,3 +92,21 @@ def test_no_guest_agent_answer_is_none_and_is_asked_again(monkeypatch):
     paused = AgentDomain(ANSWER, state=libvirt.VIR_DOMAIN_PAUSED)
     monkeypatch.setattr(hv, "_lookup", lambda name: paused)
     assert hv.guest_interfaces("ns_vm") is None and paused.asked == 0  # a frozen guest is not asked
+
+
+class XmlDomain(FakeDomain):
+    def __init__(self, xml: str) -> None:
+        super().__init__(libvirt.VIR_DOMAIN_RUNNING)
+        self.xml = xml
+
+    def XMLDesc(self, flags: int) -> str:  # noqa: N802 - libvirt's name
+        return self.xml
+
+
+@pytest.mark.parametrize("state, connected", [("connected", True), ("disconnected", False)])
+def test_guest_agent_connected_follows_the_channel_state(monkeypatch, state, connected):
+    hv = LibvirtHypervisor()
+    xml = (f"<domain><devices><channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0' "
+           f"state='{state}'/></channel></devices></domain>")
+    monkeypatch.setattr(hv, "_lookup", lambda name: XmlDomain(xml))
+    assert hv.guest_agent_connected("ns_vm") is connected
