@@ -7,6 +7,9 @@ sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 if [ -d /run/systemd/system ]; then
   sudo_ systemctl start virtlogd.socket libvirtd.socket libvirtd.service
 else
+  # Without udev nobody applies Debian's rule for /dev/kvm (root:kvm 0660). libvirtd's qemu probe
+  # then flips between "KVM available" and not, and every define hangs while it re-probes.
+  if [ -c /dev/kvm ] && getent group kvm >/dev/null; then sudo_ chgrp kvm /dev/kvm; sudo_ chmod 0660 /dev/kvm; fi
   pgrep -x virtlogd >/dev/null || { say "starting virtlogd -d (no systemd)"; sudo_ virtlogd -d; }
   pgrep -x libvirtd >/dev/null || { say "starting libvirtd -d (no systemd)"; sudo_ libvirtd -d; }
 fi
