@@ -7,11 +7,14 @@ lists them all. An unknown key or a value of the wrong type is an error that nam
 from __future__ import annotations
 
 import ipaddress
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from virtops.agent.domain import parse_quantity
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -120,8 +123,22 @@ def validate(config: AgentConfig) -> None:
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}, not {config.log_level!r}")
     for key in ("heartbeat_seconds", "resync_seconds", "lease_duration_seconds", "workers", "watch_timeout_seconds"):
-        if getattr(config, key) <= 0:
-            raise ConfigError(f"{key}: must be positive, not {getattr(config, key)!r}")
+        value = getattr(config, key)
+        if not math.isfinite(value) or value <= 0:  # YAML's .inf/.nan and the flag "inf" parse as floats
+            raise ConfigError(f"{key}: must be a positive number, not {value!r}")
+    if config.heartbeat_seconds >= config.lease_duration_seconds:
+        # Renewed less often than it expires, the Lease lapses between heartbeats: the node looks dead.
+        raise ConfigError(f"heartbeat_seconds: must be less than lease_duration_seconds "
+                          f"({config.heartbeat_seconds!r} >= {config.lease_duration_seconds!r})")
+    for key in ("cpu", "memory"):
+        # Published on the Lease as is: the controller's scheduler parses it there.
+        try:
+            amount = parse_quantity(getattr(config, key))
+        except ValueError:
+            amount = None
+        if amount is None or amount <= 0:
+            raise ConfigError(f"{key}: must be a positive quantity (like 2, 500m, 16Gi), "
+                              f"not {getattr(config, key)!r}")
     if config.metrics_address:
         parse_address(config.metrics_address)
 

@@ -66,13 +66,27 @@ def test_bad_files_name_the_key(tmp_path, text, message):
     ({"kubeconfig": "k"}, "node_name: required"),
     ({"kubeconfig": "k", "node_name": "n", "log_format": "xml"}, "log_format: must be one of text, json"),
     ({"kubeconfig": "k", "node_name": "n", "log_level": "loud"}, "log_level: must be one of"),
-    ({"kubeconfig": "k", "node_name": "n", "workers": 0}, "workers: must be positive"),
+    ({"kubeconfig": "k", "node_name": "n", "workers": 0}, "workers: must be a positive number"),
     ({"kubeconfig": "k", "node_name": "n", "metrics_address": "0.0.0.0:9"}, "not a loopback address"),
     ({"kubeconfig": "k", "node_name": "n", "metrics_address": "9100"}, "expected HOST:PORT"),
+    # The Lease carries cpu and memory to the scheduler as written: a non-quantity would break it there.
+    ({"kubeconfig": "k", "node_name": "n", "cpu": "two"}, "cpu: must be a positive quantity"),
+    ({"kubeconfig": "k", "node_name": "n", "memory": "16 GB"}, "memory: must be a positive quantity"),
+    ({"kubeconfig": "k", "node_name": "n", "memory": "0"}, "memory: must be a positive quantity"),
+    ({"kubeconfig": "k", "node_name": "n", "heartbeat_seconds": float("inf")}, "heartbeat_seconds: must be a pos"),
+    ({"kubeconfig": "k", "node_name": "n", "resync_seconds": float("nan")}, "resync_seconds: must be a pos"),
+    ({"kubeconfig": "k", "node_name": "n", "heartbeat_seconds": 40}, "heartbeat_seconds: must be less than lease"),
 ])
 def test_invalid_settings_name_the_key(settings_, message):
     with pytest.raises(ConfigError, match=message):
         resolve(settings_, {})
+
+
+def test_flag_numbers_are_checked_like_the_file_s(tmp_path):
+    with pytest.raises(ConfigError, match="heartbeat_seconds: must be a positive number, not inf"):
+        settings(tmp_path, None, "--kubeconfig=k", "--node-name=n", "--heartbeat-seconds=inf")
+    config = settings(tmp_path, "cpu: 500m\nmemory: 16Gi\n", "--kubeconfig=k", "--node-name=n")
+    assert (config.cpu, config.memory) == ("500m", "16Gi")
 
 
 def test_loopback_addresses():
