@@ -8,6 +8,7 @@ import datetime
 import json
 import logging
 import signal
+import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,6 +103,10 @@ def setup_logging(config: AgentConfig) -> None:
     root.setLevel(config.log_level)
 
 
+class _HTTPServer6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def serve_http(agent: NodeAgent, address: str) -> ThreadingHTTPServer:
     """/healthz (alive: heartbeats land), /readyz (and the VMI list is synced), /metrics (Prometheus text)."""
 
@@ -126,7 +131,9 @@ def serve_http(agent: NodeAgent, address: str) -> ThreadingHTTPServer:
         def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet probes
             pass
 
-    server = ThreadingHTTPServer(parse_address(address), Handler)
+    host, port = parse_address(address)
+    server_class = _HTTPServer6 if ":" in host else ThreadingHTTPServer  # "::1" is documented, and allowed
+    server = server_class((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     host, port = server.server_address[:2]
@@ -154,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     client = KubeClient.from_kubeconfig(config.kubeconfig, user_agent=f"virtops-agent/{VERSION}")
     # As kubelet does, every node carries its name as kubernetes.io/hostname, for nodeSelector.
     labels = {"kubernetes.io/hostname": config.node_name, **config.labels}
-    agent = NodeAgent(client, config.node_name, LibvirtHypervisor(config.libvirt_uri), labels=labels,
+    hypervisor = LibvirtHypervisor(config.libvirt_uri)
+    agent = NodeAgent(client, config.node_name, hypervisor, labels=labels,
                       capacity={"cpu": config.cpu, "memory": config.memory}, state_dir=config.state_dir,
                       image_store=config.image_store, lease_namespace=config.lease_namespace,
                       heartbeat_seconds=config.heartbeat_seconds,
@@ -172,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     agent.run()
     if server is not None:
         server.shutdown()
+        server.server_close()
+    hypervisor.close()
     log.info("stopped")
     return 0
 
