@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from virtops.agent.agent import NodeAgent
 from virtops.agent.metrics import AgentMetrics, Counter, Histogram, InstrumentedHypervisor
@@ -47,7 +50,7 @@ def test_instrumented_hypervisor_times_calls_and_counts_failures():
 
 
 class NoClient:
-    pass
+    """These tests never reach the API: any call would fail loudly."""
 
 
 def agent(tmp_path, **kwargs) -> NodeAgent:
@@ -85,20 +88,38 @@ def test_a_libvirt_event_queues_only_a_known_vmi(tmp_path):
     assert node.metrics.libvirt_events.value(event="started") == 0  # not this node's domains
 
 
+class LibvirtdBackSoon:
+    """libvirtd away for the first call, back for the next (the only fake: the hypervisor boundary)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def marker(self, name):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("libvirtd went away")
+        return None  # not a domain of ours: nothing to remove
+
+
 def test_a_failed_reconcile_is_retried_with_backoff_not_only_at_resync(tmp_path):
-    node = agent(tmp_path, workers=1)
-    calls = []
-
-    def reconcile(key):
-        calls.append(key)
-        if len(calls) == 1:
-            raise RuntimeError("API server away")
+    hv = LibvirtdBackSoon()
+    node = NodeAgent(NoClient(), "node-a", hv, state_dir=tmp_path, image_store=tmp_path, domain_type="qemu",
+                     workers=1, resync_seconds=3600)
+    # A VMI the cache does not hold: the real reconcile asks libvirt whether a domain of ours is left.
+    node.queue.add(("ns", "gone"))
+    worker = threading.Thread(target=node._worker_loop, daemon=True)  # only the worker: no resync thread
+    worker.start()
+    try:
+        for _ in range(400):  # a bounded count of tries; the retry comes 0.2 s after the failure
+            if node.metrics.reconcile_seconds.count() >= 2:
+                break
+            time.sleep(0.05)
+    finally:
         node.stop_event.set()
-
-    node.reconcile = reconcile
-    node.queue.add(("ns", "a"))
-    node._worker_loop()  # first try fails, the retry (0.2 s later) succeeds and stops the loop
-    assert calls == [("ns", "a"), ("ns", "a")]
-    assert node.metrics.errors.value(kind="reconcile") == 1
+        node.queue.close()
+        worker.join(5)
+    assert hv.calls == 2
     assert node.metrics.reconcile_seconds.count() == 2
+    assert node.metrics.errors.value(kind="reconcile") == 1
+    assert node.metrics.errors.value(kind="libvirt") == 1
     assert node._failures == {}
