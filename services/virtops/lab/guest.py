@@ -16,7 +16,6 @@ the reference (see ``virtops.agent.domain``) holding ``boot/vmlinuz`` and ``boot
 
 from __future__ import annotations
 
-import argparse
 import fcntl
 import gzip
 import hashlib
@@ -32,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from virtops.agent.domain import image_file_name
 from virtops.lab.build import cache_root
@@ -67,7 +67,7 @@ class GuestImage:
     key: str
     kernel: Path
     initrd: Path
-    manifest: dict
+    manifest: dict[str, Any]
 
 
 def guest_source_dir() -> Path:
@@ -82,9 +82,9 @@ def _say(msg: str) -> None:
     print(f"[guest build] {msg}", file=sys.stderr, flush=True)
 
 
-def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs)
+        return subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=cwd)
     except FileNotFoundError as exc:
         raise GuestBuildError(f"{cmd[0]} is not installed (the guest is built with apt-get and dpkg-deb)") from exc
     except subprocess.CalledProcessError as exc:
@@ -324,26 +324,3 @@ def install_guest(image_store: Path | str, guest: GuestImage | None = None) -> P
         shutil.rmtree(target)
     tmp.rename(target)
     return target
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="virtops-guest", description="Build (or find cached) the virtops guest.")
-    parser.add_argument("--install", metavar="IMAGE_STORE", help="also install it into this image store")
-    parser.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    args = parser.parse_args(argv)
-    try:
-        guest = ensure_guest()
-        if args.install:
-            install_guest(args.install, guest)
-    except GuestBuildError as exc:
-        print(f"virtops-guest: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(dict(guest.manifest, directory=str(guest.directory)), indent=2, sort_keys=True))
-    else:
-        print(f"{GUEST_IMAGE}: {guest.directory}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
