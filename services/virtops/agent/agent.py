@@ -203,6 +203,8 @@ class NodeAgent:
         self._threads: list[threading.Thread] = []
         self._last_heartbeat: datetime.datetime | None = None
         self._failures: dict[Key, int] = {}  # consecutive reconcile failures per key, for the retry backoff
+        self._address_polls: set[Key] = set()  # VMIs with a look-again timer pending (one each at most)
+        self._address_lock = threading.Lock()
         self.metrics.add_gauge("virtops_agent_vmis", "VMIs of this node by phase (from the watch cache).",
                                self._phase_counts)
         self.metrics.add_gauge("virtops_agent_vmis_paused", "VMIs of this node with the Paused condition.",
@@ -610,9 +612,7 @@ class NodeAgent:
                "conditions": conditions, "phaseTransitionTimestamps": self._transitions(status, "Running")}
         if not paused and _awaiting_address(interfaces, new["phaseTransitionTimestamps"]):
             # No event says "the guest has its address now": look again soon while it boots.
-            timer = threading.Timer(ADDRESS_POLL_SECONDS, self.queue.add, (_key(vmi),))
-            timer.daemon = True
-            timer.start()
+            self._look_again_soon(_key(vmi))
         if all(status.get(k) == v for k, v in new.items()):
             return
         was_paused = (_condition(status, "Paused") or {}).get("status") == "True"
@@ -622,6 +622,24 @@ class NodeAgent:
             self._event(vmi, "Normal", "Paused", "VirtualMachineInstance paused")
         elif was_paused and not paused:
             self._event(vmi, "Normal", "Unpaused", "VirtualMachineInstance unpaused")
+
+    def _look_again_soon(self, key: Key) -> None:
+        """Queue the key in ADDRESS_POLL_SECONDS, unless that is already pending: every reconcile of a booting
+        guest comes here (its own status writes come back as watch events), and each timer must not start a
+        look-again chain of its own."""
+        with self._address_lock:
+            if key in self._address_polls:
+                return
+            self._address_polls.add(key)
+
+        def fire() -> None:
+            with self._address_lock:
+                self._address_polls.discard(key)
+            self.queue.add(key)
+
+        timer = threading.Timer(ADDRESS_POLL_SECONDS, fire)
+        timer.daemon = True
+        timer.start()
 
     def _patch(self, vmi: Obj, patch: Obj) -> Obj | None:
         """Write the agent's fields ({metadata: {...}, status: {...}}) guarded by resourceVersion.
