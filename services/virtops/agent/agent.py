@@ -293,7 +293,7 @@ class NodeAgent:
             pass
         except ForbiddenError:
             pass  # least privilege: the namespace is the cluster's to make (kube-apiserver makes kube-node-lease)
-        except ApiError as exc:
+        except Exception as exc:  # noqa: BLE001 - the API may be away at start: heartbeat and watch retry
             log.warning("cannot create namespace %s: %s", self.lease_namespace, exc)
 
     def heartbeat(self) -> None:
