@@ -192,8 +192,12 @@ def test_pause_stops_the_guest_clock_and_console_and_unpause_resumes_them(stack,
     assert next_up - last_up < paused_for, (last_up, next_up, paused_for)
     print(f"\n[guest] paused for {paused_for:.1f}s of host time; guest uptime moved {next_up - last_up:.2f}s")
 
+    # Deleting a paused VMI: the agent resumes it so the guest sees the power button, and it shuts down cleanly.
+    power("paused")
     gone, log = delete_and_follow(stack, ns, "clock")
+    assert "virtops-guest: ACPI power button pressed: shutting down" in log
     assert "clean shutdown complete" in log
+    print(f"[guest] delete of a paused VMI -> gone {gone:.1f}s")
 
 
 def test_a_guest_that_ignores_acpi_is_destroyed_when_its_grace_period_ends(stack, ns):
