@@ -57,6 +57,8 @@ metrics_address: 127.0.0.1:{node.metrics_port}
     node.set_power("observed", "paused")
     wait_long(lambda: (node.condition("observed", "Paused") or {}).get("status") == "True")
 
+    # libvirt's "suspended" event comes on a connection of its own: it may land after the condition is seen.
+    wait_long(lambda: metric(node.http("/metrics")[1], 'virtops_agent_libvirt_events_total{event="suspended"}'))
     status, text = node.http("/metrics")
     assert status == 200
     for line in text.splitlines():
@@ -136,10 +138,12 @@ def test_agent_identity_can_do_its_job_and_nothing_more(node):
         "pause through the subresource API": lambda: agent.update(path_for(
             "subresources.kubevirt.io/v1", "virtualmachineinstances", node.namespace, "mine", "pause"), {}),
     }
-    refused = []
+    allowed = []  # every one is tried; the message names those that were let through
     for what, call in forbidden.items():
-        with pytest.raises(ForbiddenError):
+        try:
             call()
-        refused.append(what)
-    assert refused == list(forbidden)
+        except ForbiddenError:
+            continue
+        allowed.append(what)
+    assert allowed == []
     assert node.vmi("mine") is not None
