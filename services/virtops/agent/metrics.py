@@ -26,6 +26,7 @@ from typing import Any
 DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 LabelKey = tuple[tuple[str, str], ...]
+ERROR_KINDS = ("reconcile", "libvirt", "watch", "heartbeat", "libvirt_connection")
 
 
 def _escape(value: str) -> str:
@@ -144,6 +145,11 @@ class AgentMetrics:
                                       "Lifecycle events of this node's domains received from libvirtd, by event.")
         self.libvirt_connections = Counter("virtops_agent_libvirt_connections_total",
                                            "Subscriptions to libvirt's lifecycle events (1 + reconnects).")
+        # Every documented series exists from the first scrape, at 0: an error's first increment is then a
+        # rise that rate() and increase() see, not a series appearing at 1.
+        for kind in ERROR_KINDS:
+            self.errors.inc(0, kind=kind)
+        self.libvirt_connections.inc(0)
         self.gauges: list[Gauge] = []
 
     def add_gauge(self, name: str, help_text: str, collect: Callable[[], dict[LabelKey, float]]) -> None:

@@ -123,3 +123,10 @@ def test_a_failed_reconcile_is_retried_with_backoff_not_only_at_resync(tmp_path)
     assert node.metrics.errors.value(kind="reconcile") == 1
     assert node.metrics.errors.value(kind="libvirt") == 1
     assert node._failures == {}
+
+
+def test_every_error_kind_and_the_connection_count_are_there_from_the_first_scrape():
+    text = AgentMetrics().render()
+    for kind in ("reconcile", "libvirt", "watch", "heartbeat", "libvirt_connection"):  # docs/node-agent.md's
+        assert f'virtops_agent_errors_total{{kind="{kind}"}} 0' in text
+    assert "virtops_agent_libvirt_connections_total 0" in text
