@@ -682,7 +682,12 @@ class NodeAgent:
                     self._cache.pop(key, None)
             self.queue.add(key)
             return None
-        if (updated.get("metadata") or {}).get("labels", {}).get(NODE_LABEL) == self.node_name:
+        meta = updated.get("metadata") or {}
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            # The last finalizer went: the object is gone, and its DELETED event may have come already.
+            with self._cache_lock:
+                self._cache.pop(key, None)
+        elif (meta.get("labels") or {}).get(NODE_LABEL) == self.node_name:
             self._store(updated)
         return updated
 

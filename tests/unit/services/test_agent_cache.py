@@ -1,0 +1,48 @@
+"""The agent's VMI cache after its own writes: the answer to the write that removes the last finalizer
+of a deleted VMI is the object's final state, and must not bring it back into the cache when the watch
+already delivered its DELETED event (it would be counted and looked at until the next list)."""
+
+from __future__ import annotations
+
+from virtops.agent.agent import FINALIZER, NODE_LABEL, NodeAgent
+
+
+class ApiServer:
+    """The API boundary (the only fake): a JSON patch answers with the object as the server left it."""
+
+    def __init__(self, answer: dict) -> None:
+        self.answer = answer
+
+    def json_patch(self, path, ops):
+        return self.answer
+
+
+class NoHypervisor:
+    """Writing status never calls libvirt."""
+
+
+def vmi(finalizers: list[str], deleted: bool) -> dict:
+    meta = {"namespace": "ns", "name": "a", "resourceVersion": "5", "labels": {NODE_LABEL: "node-a"},
+            "finalizers": finalizers}
+    if deleted:
+        meta["deletionTimestamp"] = "2026-11-26T07:00:00Z"
+    return {"metadata": meta, "status": {"phase": "Succeeded"}}
+
+
+def agent(tmp_path, answer: dict) -> NodeAgent:
+    return NodeAgent(ApiServer(answer), "node-a", NoHypervisor(), state_dir=tmp_path, image_store=tmp_path,
+                     domain_type="qemu")
+
+
+def test_releasing_a_deleted_vmi_does_not_bring_it_back_into_the_cache(tmp_path):
+    node = agent(tmp_path, answer=vmi([], deleted=True))
+    # The watch's DELETED event came first: the cache no longer holds the VMI.
+    node._patch(vmi([FINALIZER], deleted=True), {"metadata": {"finalizers": []}})
+    assert node.cached(("ns", "a")) is None
+    assert 'virtops_agent_vmis{phase="Succeeded"}' not in node.metrics.render()
+
+
+def test_a_write_to_a_live_vmi_is_cached(tmp_path):
+    node = agent(tmp_path, answer=vmi([FINALIZER], deleted=False))
+    node._patch(vmi([], deleted=False), {"metadata": {"finalizers": [FINALIZER]}})
+    assert node.cached(("ns", "a"))["metadata"]["finalizers"] == [FINALIZER]
