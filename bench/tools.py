@@ -38,13 +38,13 @@ def say(msg: str) -> None:
 
 # --- VMIs ------------------------------------------------------------------------------------------
 def tiny_vmi(name: str, *, labels: dict[str, str] | None = None, node_selector: dict[str, str] | None = None) -> Obj:
-    """examples/vmi-demo.yaml (64 MiB, 1 vCPU, diskless, user-mode network) with a name of its own.
+    """examples/vmi-diskless.yaml (64 MiB, 1 vCPU, diskless, user-mode network) with a name of its own.
 
     Two bench-only changes: requests.cpu 10m, because the lab agent offers 4 CPUs and KubeVirt's default
     request (vCPUs / 10) would fit only 40 VMIs; terminationGracePeriodSeconds 0, because a diskless guest
     never answers ACPI and the clean-up between repetitions should not wait for it.
     """
-    vmi = yaml.safe_load((ROOT / "examples" / "vmi-demo.yaml").read_text())
+    vmi = yaml.safe_load((ROOT / "examples" / "vmi-diskless.yaml").read_text())
     vmi["metadata"] = {"name": name, "labels": dict(labels or {}, bench="virtops")}
     vmi["spec"]["terminationGracePeriodSeconds"] = 0
     vmi["spec"]["domain"]["resources"]["requests"]["cpu"] = "10m"

@@ -28,13 +28,20 @@ step "kubectl create -f examples/vmi-demo.yaml"
 t0=$(ms)
 kubectl -n "$ns" create -f examples/vmi-demo.yaml
 kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Running vmi/testvmi --timeout=120s >/dev/null
-echo "Running after $(( $(ms) - t0 )) ms"
+echo "Running after $(( $(ms) - t0 )) ms (the domain runs; the guest now boots: TCG, a few seconds)"
+# The IP column fills in when the guest's own agent reports the address it took by DHCP.
+kubectl -n "$ns" wait --for=jsonpath='{.status.interfaces[0].ipAddress}' vmi/testvmi --timeout=180s >/dev/null
+echo "guest booted and reported its address after $(( $(ms) - t0 )) ms"
 
 step "kubectl get vmis"
 kubectl -n "$ns" get vmis
 
 step "kubectl get vmis testvmi -o wide"
 kubectl -n "$ns" get vmis testvmi -o wide
+node=$(kubectl -n "$ns" get vmi testvmi -o jsonpath='{.status.nodeName}')
+console=/tmp/virtops-lab/default/agents/$node/${ns}_testvmi/serial.log
+echo "the guest's serial console ($console), last lines:"
+tail -n 4 "$console" | sed 's/^/  | /'
 
 step "pause  (virtctl pause vmi testvmi = PUT $sub/pause)"
 t0=$(ms)
@@ -60,7 +67,7 @@ kubectl -n "$ns" get vmis testvmi -o wide
 step "kubectl delete vmis testvmi  (stops the VM for good)"
 t0=$(ms)
 kubectl -n "$ns" delete vmis testvmi --wait=true
-echo "deleted after $(( $(ms) - t0 )) ms (grace period 5 s; a diskless guest ignores ACPI)"
+echo "deleted after $(( $(ms) - t0 )) ms: ACPI power button, the guest shut itself down (grace period 30 s)"
 
 step "The same walk-through with the collection (ansible-playbook playbooks/lifecycle.yml)"
 .venv/bin/ansible-playbook playbooks/lifecycle.yml -e vmi_namespace="$ns"

@@ -147,7 +147,7 @@ def test_wait_times_out_with_the_last_state_when_no_agent_acts(stack, ns):
 
 
 def test_lifecycle_playbook_runs_twice_with_the_same_result(stack):
-    """playbooks/lifecycle.yml (create, list, get, pause, read Paused, unpause, delete) on a real node."""
+    """playbooks/lifecycle.yml (create, boot, list, get, pause, read Paused, unpause, delete) on a real node."""
     info, kubectl = stack
     ns = f"life-{os.urandom(3).hex()}"
     try:
@@ -155,6 +155,8 @@ def test_lifecycle_playbook_runs_twice_with_the_same_result(stack):
             proc = run_playbook("playbooks/lifecycle.yml", "-e", f"kubeconfig={info.kubeconfig}",
                                 "-e", f"vmi_namespace={ns}")
             assert "Paused: VMI was paused by user (phase stays Running)" in proc.stdout
+            # The guest booted, took its address from user-mode networking, and the table shows it.
+            assert "10.0.2.15" in proc.stdout
             counts = recap(proc)
             # create, pause, unpause, delete change something every run (the namespace only the first time).
             assert counts["changed"] in (4, 5) and counts["failed"] == 0
