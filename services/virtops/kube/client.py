@@ -8,10 +8,10 @@ JSON over urllib3, and raises typed errors so callers can tell "not found" from
 
 from __future__ import annotations
 
-import atexit
 import base64
 import json
 import os
+import ssl
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -75,37 +75,38 @@ def path_for(api_version: str, plural: str, namespace: str | None = None, name: 
     return "/".join(parts)
 
 
-_tempfiles: list[str] = []
+def _tls_context(*, ca_file: str | None, ca_data: str | None, cert_file: str | None, key_file: str | None,
+                 cert_data: bytes | None, key_data: bytes | None) -> ssl.SSLContext:
+    """Server verification and the client certificate, loaded once into memory.
 
-
-@atexit.register
-def _cleanup() -> None:
-    for path in _tempfiles:
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-
-
-def _data_file(data_b64: str) -> str:
-    fd, path = tempfile.mkstemp(prefix="virtops-svc-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(base64.b64decode(data_b64))
-    _tempfiles.append(path)
-    return path
+    Embedded key material (``client-key-data``) has to pass through a file because ``ssl`` loads certificate
+    chains only from paths; it lives in a private directory for the duration of one call, so no key file
+    outlives this function, not even when the process is killed right after.
+    """
+    context = ssl.create_default_context(cafile=ca_file, cadata=ca_data)
+    if cert_data is not None and key_data is not None:
+        with tempfile.TemporaryDirectory(prefix="virtops-svc-") as private:  # mode 0700
+            cert_path, key_path = os.path.join(private, "cert.pem"), os.path.join(private, "key.pem")
+            for path, data in ((cert_path, cert_data), (key_path, key_data)):
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                    f.write(data)
+            context.load_cert_chain(cert_path, key_path)
+    elif cert_file:
+        context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 class KubeClient:
     def __init__(self, server: str, *, ca_file: str | None = None, cert_file: str | None = None,
-                 key_file: str | None = None, token: str | None = None, user_agent: str = "virtops") -> None:
+                 key_file: str | None = None, token: str | None = None, user_agent: str = "virtops",
+                 ca_data: str | None = None, cert_data: bytes | None = None, key_data: bytes | None = None) -> None:
         self.server = server.rstrip("/")
         self.headers = {"Accept": "application/json", "User-Agent": user_agent}
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
-        self.pool = urllib3.PoolManager(
-            num_pools=4, maxsize=16, retries=False, cert_reqs="CERT_REQUIRED", ca_certs=ca_file,
-            cert_file=cert_file, key_file=key_file,
-        )
+        tls = _tls_context(ca_file=ca_file, ca_data=ca_data, cert_file=cert_file, key_file=key_file,
+                           cert_data=cert_data, key_data=key_data)
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=16, retries=False, ssl_context=tls)
 
     @classmethod
     def from_kubeconfig(cls, path: str, context: str | None = None, user_agent: str = "virtops") -> KubeClient:
@@ -116,20 +117,22 @@ class KubeClient:
         cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == ctx["cluster"])
         user = next((u["user"] for u in config.get("users", []) if u["name"] == ctx.get("user")), {})
 
-        def file_of(data_key: str, path_key: str, section: Obj) -> str | None:
-            if section.get(data_key):
-                return _data_file(section[data_key])
-            return section.get(path_key)
+        def data_of(key: str, section: Obj) -> bytes | None:
+            return base64.b64decode(section[key]) if section.get(key) else None
 
         token = user.get("token")
         if not token and user.get("tokenFile"):
             with open(user["tokenFile"]) as f:
                 token = f.read().strip()
+        ca_data = data_of("certificate-authority-data", cluster)
         return cls(
             cluster["server"],
-            ca_file=file_of("certificate-authority-data", "certificate-authority", cluster),
-            cert_file=file_of("client-certificate-data", "client-certificate", user),
-            key_file=file_of("client-key-data", "client-key", user),
+            ca_file=cluster.get("certificate-authority"),
+            ca_data=ca_data.decode() if ca_data else None,
+            cert_file=user.get("client-certificate"),
+            key_file=user.get("client-key"),
+            cert_data=data_of("client-certificate-data", user),
+            key_data=data_of("client-key-data", user),
             token=token,
             user_agent=user_agent,
         )
