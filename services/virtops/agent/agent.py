@@ -235,9 +235,11 @@ class NodeAgent:
         self.queue.close()
         if self.domain_events is not None:
             self.domain_events.stop()
-        deadline = time.monotonic() + timeout  # one deadline for all: a watch may sit in a read for minutes
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            if thread is not threading.current_thread():
+            # The informer may sit in a watch read for minutes and holds nothing to finish: it is a daemon
+            # and dies with us. Waiting for it made every SIGTERM take the whole timeout.
+            if thread is not threading.current_thread() and not thread.name.endswith("-vmi-informer"):
                 thread.join(max(0.0, deadline - time.monotonic()))  # threads are daemons: stragglers die with us
 
     def run(self) -> None:
