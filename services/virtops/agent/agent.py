@@ -281,10 +281,7 @@ class NodeAgent:
         self.metrics.libvirt_connections.inc()
         if not self.synced.is_set():
             return  # the first list queues everything anyway
-        with self._cache_lock:
-            keys = list(self._cache)
-        for key in keys + self._orphan_keys():
-            self.queue.add(key)
+        self._queue_everything()
 
     # --- heartbeat ----------------------------------------------------------
     def _ensure_lease_namespace(self) -> None:
@@ -408,12 +405,15 @@ class NodeAgent:
     def _resync_loop(self) -> None:
         # Domains change without API events (a guest powers off): look at every VMI regularly.
         while not self.stop_event.wait(self.resync_seconds):
-            if not self.synced.is_set():
-                continue
-            with self._cache_lock:
-                keys = list(self._cache)
-            for key in keys + self._orphan_keys():
-                self.queue.add(key)
+            if self.synced.is_set():
+                self._queue_everything()
+
+    def _queue_everything(self) -> None:
+        """Queue every cached VMI and every domain of ours whose VMI is not cached (an orphan)."""
+        with self._cache_lock:
+            keys = list(self._cache)
+        for key in keys + self._orphan_keys():
+            self.queue.add(key)
 
     def _worker_loop(self) -> None:
         while not self.stop_event.is_set():
