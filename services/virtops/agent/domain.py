@@ -30,16 +30,11 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
+from virtops.quantity import parse_quantity
+
 METADATA_NS = "https://virtops.dev/agent"
 METADATA_PREFIX = "virtops"
 
-_SUFFIX: dict[str, Decimal] = {
-    "Ki": Decimal(2**10), "Mi": Decimal(2**20), "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60), "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
-    "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9), "T": Decimal(10**12), "P": Decimal(10**15),
-    "E": Decimal(10**18),
-}
-_QUANTITY = re.compile(r"^([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9]+|[KMGTPE]i|[numkMGTPE])?$")
 _MACHINE = re.compile(r"^(q35|pc|pc-q35-[0-9.]+|pc-i440fx-[0-9.]+)$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 _BUSES = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
@@ -56,21 +51,6 @@ class UnsupportedSpecError(Exception):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
-
-
-def parse_quantity(value: str | int | float) -> Decimal:
-    """A Kubernetes quantity in base units: '64Mi' -> 67108864, '128M' -> 128000000, '500m' -> 0.5."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a quantity: {value!r}")
-    if isinstance(value, (int, float)):
-        return Decimal(str(value))
-    match = _QUANTITY.match(str(value).strip())
-    if not match:
-        raise ValueError(f"not a quantity: {value!r}")
-    number, suffix = Decimal(match.group(1)), match.group(2) or ""
-    if suffix[:1] in ("e", "E"):
-        return number * (Decimal(10) ** int(suffix[1:]))
-    return number * _SUFFIX[suffix]
 
 
 def domain_name(namespace: str, name: str) -> str:

@@ -15,10 +15,10 @@ import queue
 import threading
 from collections.abc import Callable
 
-from virtops.controller.quantity import parse
 from virtops.controller.scheduling import Node, choose_node
 from virtops.controller.vms import VmReconciler
 from virtops.kube import ConflictError, GoneError, KubeClient, NotFoundError, path_for
+from virtops.quantity import parse_quantity
 
 log = logging.getLogger("virtops.controller")
 
@@ -44,20 +44,35 @@ def parse_time(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.fromisoformat(value)
 
 
+def lease_node_name(lease: dict) -> str:
+    """The node a heartbeat Lease speaks for: its holder, else its name."""
+    return (lease.get("spec") or {}).get("holderIdentity") or (lease.get("metadata") or {}).get("name") or ""
+
+
 def node_from_lease(lease: dict) -> Node | None:
-    """A schedulable node from an agent's heartbeat Lease; None for leases that are not agents'."""
+    """A schedulable node from an agent's heartbeat Lease; None for leases that are not agents' or unusable."""
     meta = lease.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     if CAPACITY_ANNOTATION not in annotations:
         return None
     spec = lease.get("spec") or {}
-    capacity = json.loads(annotations[CAPACITY_ANNOTATION] or "{}")
-    labels = json.loads(annotations.get(LABELS_ANNOTATION) or "{}")
+    name = lease_node_name(lease)
+    try:
+        capacity = json.loads(annotations[CAPACITY_ANNOTATION] or "{}")
+        labels = json.loads(annotations.get(LABELS_ANNOTATION) or "{}")
+        if not isinstance(capacity, dict) or not isinstance(labels, dict):
+            raise ValueError("not a JSON object")
+        cpu, memory = parse_quantity(capacity.get("cpu", 0)), parse_quantity(capacity.get("memory", 0))
+    except ValueError as exc:  # json.JSONDecodeError is one too
+        # One broken agent (or a hand-edited Lease) must not stop scheduling on the others: skip its node.
+        log.warning("skipping node %s: lease %s/%s has an unusable %s or %s annotation: %s", name,
+                    meta.get("namespace"), meta.get("name"), CAPACITY_ANNOTATION, LABELS_ANNOTATION, exc)
+        return None
     return Node(
-        name=spec.get("holderIdentity") or meta["name"],
+        name=name,
         labels=labels,
-        cpu=parse(capacity.get("cpu", 0)),
-        memory=parse(capacity.get("memory", 0)),
+        cpu=cpu,
+        memory=memory,
         renewed=parse_time(spec.get("renewTime")),
         lease_seconds=int(spec.get("leaseDurationSeconds") or 40),
     )
@@ -150,14 +165,12 @@ class Controller:
         with self.lock:
             if kind == "SYNC":
                 self.nodes = {n.name: n for n in map(node_from_lease, obj["items"]) if n}
-            elif kind == "DELETED":
-                node = node_from_lease(obj)
-                if node:
-                    self.nodes.pop(node.name, None)
             else:
-                node = node_from_lease(obj)
+                node = node_from_lease(obj) if kind != "DELETED" else None
                 if node:
                     self.nodes[node.name] = node
+                else:  # gone, or no longer usable: neither scheduled onto nor judged by a stale renewal
+                    self.nodes.pop(lease_node_name(obj), None)
             pending = [k for k, v in self.vmis.items() if self._needs_scheduling(v)]
         for key in pending:  # a node came or changed: pending VMIs may fit now
             self.queue.put(("vmi", *key))
