@@ -48,6 +48,8 @@ VERSION_ANNOTATION = "virtops.kubevirt.io/agent-version"
 AGENT_LABEL = "virtops.kubevirt.io/node-agent"
 COMPONENT = "virtops-agent"
 DEFAULT_GRACE_SECONDS = 30
+# How long after a deleted VMI's deadline its timer queues it again.
+DEADLINE_SLACK_SECONDS = 0.1
 FINAL_PHASES = ("Succeeded", "Failed")
 # A booting guest's agent is asked for its address this often, for this long after the VMI started running.
 ADDRESS_POLL_SECONDS = 2.0
@@ -64,7 +66,8 @@ class Hypervisor(Protocol):
     def ensure_running(self, name: str, xml: str) -> bool: ...
     def pause(self, name: str) -> bool: ...
     def resume(self, name: str) -> bool: ...
-    def stop(self, name: str, grace_seconds: float) -> bool: ...
+    def shutdown(self, name: str) -> bool: ...
+    def stop(self, name: str, grace_seconds: float = 0.0) -> bool: ...
     def list_names(self, prefix: str = "") -> list[str]: ...
     def marker(self, name: str) -> Any: ...
     def macs(self, name: str) -> list[str]: ...
@@ -157,6 +160,19 @@ def _condition(status: Obj, kind: str) -> Obj | None:
     return next((c for c in _conditions(status) if c.get("type") == kind), None)
 
 
+def grace_seconds(vmi: Obj) -> int:
+    """spec.terminationGracePeriodSeconds, KubeVirt's default when unset."""
+    grace = (vmi.get("spec") or {}).get("terminationGracePeriodSeconds")
+    return DEFAULT_GRACE_SECONDS if grace is None else max(0, int(grace))
+
+
+def _parse_time(value: str | None) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.strptime(value or "", "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+
+
 def _awaiting_address(interfaces: list[Obj], transitions: list[Obj]) -> bool:
     """Interfaces without an address yet, on a VMI that started running recently (its guest may be booting)."""
     if not interfaces or any(i.get("ipAddress") for i in interfaces):
@@ -205,6 +221,9 @@ class NodeAgent:
         self._failures: dict[Key, int] = {}  # consecutive reconcile failures per key, for the retry backoff
         self._address_polls: set[Key] = set()  # VMIs with a look-again timer pending (one each at most)
         self._address_lock = threading.Lock()
+        # Deleted VMIs whose guest is shutting down: key -> (uid, monotonic deadline for destroying the domain).
+        self._deadlines: dict[Key, tuple[str, float]] = {}
+        self._deadline_lock = threading.Lock()
         self.metrics.add_gauge("virtops_agent_vmis", "VMIs of this node by phase (from the watch cache).",
                                self._phase_counts)
         self.metrics.add_gauge("virtops_agent_vmis_paused", "VMIs of this node with the Paused condition.",
@@ -447,6 +466,8 @@ class NodeAgent:
         vmi = self.cached(key)
         name = domain_name(*key)
         if vmi is None:
+            with self._deadline_lock:
+                self._deadlines.pop(key, None)
             if self._ours(name):
                 log.info("VMI %s/%s is gone: removing its domain", *key)
                 self.hypervisor.stop(name, 0)
@@ -532,11 +553,13 @@ class NodeAgent:
         meta = vmi["metadata"]
         if FINALIZER not in (meta.get("finalizers") or []):
             return
-        grace = (vmi.get("spec") or {}).get("terminationGracePeriodSeconds")
-        grace = DEFAULT_GRACE_SECONDS if grace is None else int(grace)
-        if self.hypervisor.state(name) is not None and self._ours(name, meta.get("uid")):
-            self._event(vmi, "Normal", "ShuttingDown", "Signaled Graceful Shutdown")
-            self.hypervisor.stop(name, grace)
+        state = self.hypervisor.state(name)
+        if state is not None and self._ours(name, meta.get("uid")):
+            if state.phase == "Running" and not self._shut_down_by_deadline(vmi, name):
+                return  # the guest has until its deadline; its power-off event or the timer brings it back
+            self.hypervisor.stop(name, 0)
+        with self._deadline_lock:
+            self._deadlines.pop(key, None)
         shutil.rmtree(self.vmi_state_dir(key), ignore_errors=True)
         status = vmi.get("status") or {}
         patch: Obj = {"metadata": {"finalizers": [f for f in meta.get("finalizers") or [] if f != FINALIZER]}}
@@ -544,6 +567,36 @@ class NodeAgent:
             patch["status"] = self._final_status(vmi, "Succeeded", ready_reason="VMIStopped",
                                                  ready_message="the VMI was deleted")
         self._patch(vmi, patch)
+
+    def _shut_down_by_deadline(self, vmi: Obj, name: str) -> bool:
+        """Graceful shutdown without holding a worker: True once the deadline has passed.
+
+        The first look presses the power button, remembers the deadline and queues the VMI for it; a
+        libvirt event queues it earlier when the guest powers off. The deadline is the VMI's
+        deletionTimestamp plus its grace period (so an agent restarted meanwhile finds the same one),
+        never further away than the grace period from now (the API server's clock may run ahead).
+        """
+        key = _key(vmi)
+        uid = vmi["metadata"].get("uid") or ""
+        with self._deadline_lock:
+            known = self._deadlines.get(key)
+        if known is None or known[0] != uid:
+            grace = float(grace_seconds(vmi))
+            since = _parse_time(vmi["metadata"].get("deletionTimestamp"))
+            elapsed = 0.0 if since is None else (datetime.datetime.now(datetime.UTC) - since).total_seconds()
+            remaining = min(grace, max(0.0, grace - elapsed))
+            if remaining <= 0:
+                return True
+            deadline = time.monotonic() + remaining
+            self._event(vmi, "Normal", "ShuttingDown", "Signaled Graceful Shutdown")
+            if not self.hypervisor.shutdown(name):
+                return True  # it was already off (or gone)
+            with self._deadline_lock:  # only once the button was pressed: a failed press is retried
+                self._deadlines[key] = (uid, deadline)
+            # A little late rather than early: a timer that fires before the deadline only finds it waiting.
+            self.queue.add_after(key, remaining + DEADLINE_SLACK_SECONDS)
+            return False
+        return time.monotonic() >= known[1]
 
     def _domain_ended(self, vmi: Obj, name: str, phase: str) -> None:
         if phase == "Succeeded":

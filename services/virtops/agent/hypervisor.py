@@ -42,6 +42,9 @@ class DomainState:
     reason: int
 
 
+_GONE = DomainState(phase=None, paused=False, libvirt_state="gone", reason=0)
+
+
 @dataclass(frozen=True)
 class GuestInterface:
     """One interface as the guest agent reports it: what the guest itself has configured."""
@@ -224,31 +227,53 @@ class LibvirtHypervisor:
         dom.resume()
         return True
 
-    def stop(self, name: str, grace_seconds: float) -> bool:
-        """ACPI shutdown, destroy when the grace period ends, then undefine. True when a domain existed."""
-        deadline = time.monotonic() + max(0.0, grace_seconds)
+    def shutdown(self, name: str) -> bool:
+        """Press the ACPI power button once and return at once. True while the domain is still running.
+
+        A paused domain is resumed first: a frozen guest cannot see the button. Whether and when the guest
+        powers off is the guest's business; the caller keeps the deadline (the agent requeues the VMI at it
+        and destroys then).
+        """
+        dom = self._lookup(name)
+        if dom is None:
+            return False
+        try:
+            if not dom.isActive():
+                return False
+            if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+            try:
+                # The power button, as KubeVirt presses it; not the guest agent (libvirt's default when one
+                # is connected), whose guest-shutdown a guest may not implement.
+                dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+            except libvirt.libvirtError:
+                pass  # no ACPI (or already going down): the deadline decides
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            return False
+
+    def stop(self, name: str, grace_seconds: float = 0.0) -> bool:
+        """Destroy (if running) and undefine. True when a domain existed.
+
+        With ``grace_seconds`` it first presses the power button and waits for the guest, blocking the
+        caller that long: for tools and tests only. The agent never waits here (``shutdown`` plus a requeue).
+        """
+        if grace_seconds > 0 and self.shutdown(name):
+            deadline = time.monotonic() + grace_seconds
+            while time.monotonic() < deadline and (self.state(name) or _GONE).phase == RUNNING:
+                time.sleep(self.poll_seconds)
         dom = self._lookup(name)
         if dom is None:
             return False
         try:
             if dom.isActive():
-                if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
-                    dom.resume()  # a frozen guest cannot see the power button
-                if grace_seconds > 0:
-                    try:
-                        # The power button, as KubeVirt presses it; not the guest agent (libvirt's default
-                        # when one is connected), whose guest-shutdown a guest may not implement.
-                        dom.shutdownFlags(libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
-                    except libvirt.libvirtError:
-                        pass  # no ACPI (or already going down): the deadline decides
-                while dom.isActive() and time.monotonic() < deadline:
-                    time.sleep(self.poll_seconds)
-                if dom.isActive():
-                    try:
-                        dom.destroy()
-                    except libvirt.libvirtError:
-                        if dom.isActive():
-                            raise
+                try:
+                    dom.destroy()
+                except libvirt.libvirtError:
+                    if dom.isActive():
+                        raise
             self._agent_cache = {k: v for k, v in self._agent_cache.items() if k[0] != name}
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         except libvirt.libvirtError as exc:
