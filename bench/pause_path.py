@@ -110,7 +110,7 @@ def main() -> int:
         client.create(vmis, {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
                              "metadata": {"name": "p"}, "spec": {"terminationGracePeriodSeconds": 1, "domain": {
                                  "devices": {}, "resources": {"requests": {"memory": "64Mi"}}}}})
-        for _ in range(600):
+        for _try in range(600):
             if (client.get(vmis + "/p").get("status") or {}).get("phase") == "Running":
                 break
             time.sleep(0.1)
@@ -124,9 +124,9 @@ def main() -> int:
         time.sleep(1)
         sub = path_for("subresources.kubevirt.io/v1", "virtualmachineinstances", ns, "p")
         rows: dict[str, list[float]] = {}
-        for _ in range(args.repeats):
-            for action, intent, domain_event, condition in (("pause", "paused", "suspended", "paused"),
-                                                             ("unpause", "running", "resumed", "running")):
+        for _repeat in range(args.repeats):
+            steps = (("pause", "paused", "suspended", "paused"), ("unpause", "running", "resumed", "running"))
+            for action, intent, domain_event, condition in steps:
                 timeline.clear()
                 t0 = time.monotonic()
                 client.update(f"{sub}/{action}", {})
@@ -138,7 +138,7 @@ def main() -> int:
                     rows.setdefault(f"{action}: {stage}", []).append((at - t0) * 1000)
                 time.sleep(0.3)
         # hack/demo.sh's way: two kubectl processes (replace --raw, then wait --for=condition=Paused).
-        for _ in range(args.repeats):
+        for _repeat in range(args.repeats):
             for action, wait_for in (("pause", "--for=condition=Paused"),
                                      ("unpause", "--for=condition=Ready")):
                 t0 = time.monotonic()
@@ -152,7 +152,7 @@ def main() -> int:
                 rows.setdefault(f"{action} via kubectl: + wait", []).append((t2 - t0) * 1000)
                 time.sleep(0.3)
         t0 = time.monotonic()
-        for _ in range(args.repeats):
+        for _repeat in range(args.repeats):
             subprocess.run([*kubectl, "get", "--raw", "/readyz"], check=True, capture_output=True)
         rows["kubectl get --raw /readyz (process cost)"] = [(time.monotonic() - t0) * 1000 / args.repeats]
         print(f"pause path, {args.repeats} repeats, ms after the PUT was sent (median / max):")

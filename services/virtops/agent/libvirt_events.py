@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import libvirt
 
-import virtops.agent.hypervisor  # noqa: F401 - installs the quiet libvirt error handler
+import virtops.agent.hypervisor  # noqa: F401 # pylint: disable=unused-import # installs the quiet libvirt error handler
 
 log = logging.getLogger("virtops.agent.libvirt")
 

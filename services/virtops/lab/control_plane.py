@@ -229,8 +229,8 @@ class ControlPlane:
 
         client = KubeClient.from_kubeconfig(info.kubeconfig)
         try:  # kube-apiserver makes it soon after start; the Role in it must not wait for that
-            client.create(path_for("v1", "namespaces"), {"apiVersion": "v1", "kind": "Namespace",
-                                                          "metadata": {"name": "kube-node-lease"}})
+            namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kube-node-lease"}}
+            client.create(path_for("v1", "namespaces"), namespace)
         except ConflictError:
             pass
         for obj in yaml.safe_load(RBAC_FILE.read_text())["items"]:

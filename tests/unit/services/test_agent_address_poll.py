@@ -42,7 +42,7 @@ def test_one_look_again_timer_per_vmi_not_one_per_reconcile(tmp_path):
                       "phaseTransitionTimestamps": [{"phase": "Running", "phaseTransitionTimestamp": now_rfc3339()}]}}
     before = timers()
     try:
-        for _ in range(3):  # three reconciles of the same booting VMI in quick succession
+        for _try in range(3):  # three reconciles of the same booting VMI in quick succession
             node._write_running(vmi, "ns_a", paused=False)
         assert timers() - before == 1
     finally:

@@ -110,7 +110,7 @@ def test_a_failed_reconcile_is_retried_with_backoff_not_only_at_resync(tmp_path)
     worker = threading.Thread(target=node._worker_loop, daemon=True)  # only the worker: no resync thread
     worker.start()
     try:
-        for _ in range(400):  # a bounded count of tries; the retry comes 0.2 s after the failure
+        for _try in range(400):  # a bounded count of tries; the retry comes 0.2 s after the failure
             if node.metrics.reconcile_seconds.count() >= 2:
                 break
             time.sleep(0.05)

@@ -40,7 +40,7 @@ def run_resync_until(node: NodeAgent, done) -> None:
     resync = threading.Thread(target=node._resync_loop)
     resync.start()
     try:
-        for _ in range(500):
+        for _try in range(500):
             if done():
                 break
             node.stop_event.wait(0.01)

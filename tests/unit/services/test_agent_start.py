@@ -20,7 +20,7 @@ def test_an_api_server_away_at_start_is_retried_not_fatal(tmp_path):
                      domain_type="qemu", heartbeat_seconds=0.1, workers=1)
     node.start()  # it used to raise urllib3's NewConnectionError from creating the Lease namespace
     try:
-        for _ in range(200):  # a bounded count of tries
+        for _try in range(200):  # a bounded count of tries
             if node.metrics.errors.value(kind="heartbeat") >= 2 and node.metrics.errors.value(kind="watch") >= 2:
                 break
             time.sleep(0.05)
