@@ -138,6 +138,34 @@ def from_json(text: str) -> tuple[list[Line], dict[str, Any]]:
     return [Line(**{k: v for k, v in e.items() if k in fields}) for e in data["lines"]], data["meta"]
 
 
+def merge(parts: list[tuple[list[Line], dict[str, Any]]]) -> tuple[list[Line], dict[str, Any]]:
+    """Results of several runs (e.g. bench/run --only 1 and --only 2,5) as one: a line measured again in a
+    later part (same scenario and metric) replaces the earlier one where it stood; the others keep their order.
+    The meta is the last part's (machine, versions), with every part's date, commit, config, errors and
+    duration under "parts" and all their errors under "errors"."""
+    lines: list[Line] = []
+    where: dict[tuple[str, str], int] = {}
+    meta: dict[str, Any] = {}
+    summary = []
+    for part_lines, part_meta in parts:
+        for line in part_lines:
+            key = (line.scenario, line.metric)
+            if key in where:
+                lines[where[key]] = line
+            else:
+                where[key] = len(lines)
+                lines.append(line)
+        meta = dict(part_meta)
+        summary.append({k: part_meta.get(k) for k in ("date", "commit", "config", "errors", "duration_seconds",
+                                                      "only", "load_1min")})
+    if len(summary) > 1:
+        meta["date"] = f"{summary[0]['date']} … {summary[-1]['date']}"
+        meta["parts"] = summary
+        meta["errors"] = [f"{s['date']}: {e}" for s in summary for e in s.get("errors") or []]
+        meta.pop("config", None)
+    return lines, meta
+
+
 def charts(lines: list[Line], out_dir: Path, title_suffix: str = "") -> list[Path]:
     """One PNG per scenario (a panel per metric: median bars, min–max whiskers) and ratios.png."""
     import matplotlib

@@ -7,6 +7,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from report import Line
 from tools import (
@@ -35,6 +36,7 @@ NOWHERE = {"bench.virtops.io/no-such-node": "true"}  # a nodeSelector that match
 @dataclass
 class Config:
     reps: int = 3
+    declare_reps: int = 2  # a no-op run of 100 items is ~1-2 min per tool on 2 cores
     create_counts: list[int] = field(default_factory=lambda: [1, 10, 50])
     reps_large: int = 2  # repetitions for create counts >= 50
     kubevirt_vm_max: int = 10  # kubevirt.core.kubevirt_vm only up to this count (each VM is a second object)
@@ -42,10 +44,13 @@ class Config:
     declared: int = 100
     listed: int = 1000
     scale: list[int] = field(default_factory=lambda: [50, 100])
-    idle_seconds: int = 60
+    idle_seconds: int = 60  # the steady window
+    fresh_seconds: int = 30  # the window right after all are Running
+    steady_after: int = 310  # seconds after the last Running: the agent's address polling (300 s) is over
     idle_slice: int = 10
     peer_wait_sleep: int = 1  # the peers poll; 1 s is their fastest setting (an int), 5 s their default
     import_reps: int = 10
+    out: Path = Path("bench/results")  # where scenario 5 leaves its py-spy profiles
 
 
 def alternate(tools: list, rep: int) -> list:
@@ -201,7 +206,7 @@ def declare(lab: Lab, cfg: Config, lines: list[Line]) -> None:
         run = run_playbook(playbook, dict(_common(lab, spaces[label]), vmis=vmis), label=label)
         first[label].append(run.wall)
         say(f"declare first run: {label}: {run.wall:.1f}s changed={run.recap.get('changed')}")
-    for rep in range(cfg.reps):
+    for rep in range(min(cfg.reps, cfg.declare_reps)):
         for label, playbook in alternate(tools, rep):
             run = run_playbook(playbook, dict(_common(lab, spaces[label]), vmis=vmis), label=label)
             wall[label].append(run.wall)
@@ -245,12 +250,15 @@ def listing(lab: Lab, cfg: Config, lines: list[Line]) -> None:
 
 # --- 5. one node, many VMIs ------------------------------------------------------------------------------
 def scale(lab: Lab, cfg: Config, lines: list[Line]) -> None:
+    """Each count from zero: POST all → all Running, then a window right away (the agent still asks each new
+    guest for its address for a few minutes: ADDRESS_POLL_WINDOW_SECONDS). The largest count then stays until
+    that is over and gets a steady window; so do the smaller counts, by deleting VMIs down to them."""
     agent = lab.pid(lab.agent_component())
     controller = lab.pid("controller")
+    largest = max(cfg.scale)
     for n in cfg.scale:
         ns = lab.namespace(f"scale-{n}")
         names = [f"vmi-{i:03d}" for i in range(n)]
-        guests = f"guest={ns}_"
         with VmiWatch(lab, ns) as watch:
             t0 = time.monotonic()
             lab.create_many(ns, [tiny_vmi(name) for name in names])
@@ -261,30 +269,63 @@ def scale(lab: Lab, cfg: Config, lines: list[Line]) -> None:
         note = f"one sample; median VMI {statistics.median(per_vmi):.1f}s after the first POST"
         lines.append(Line("5 scale", f"{n} VMIs on one agent: POST all → all Running", "s",
                           {"virtops stack": [all_running]}, note=note))
-        time.sleep(10)  # let the last status writes and events settle before calling it idle
-        idle = idle_window(lab, cfg, agent, controller, qemu_pids(guests))
-        for metric, unit, samples, target in (
-            ("agent RSS", "MiB", idle["agent_rss"], "< 80 MiB"),
-            ("agent CPU", "% of a core", idle["agent_cpu"], "< 1%"),
-            ("controller RSS", "MiB", idle["controller_rss"], ""),
-            ("controller CPU", "% of a core", idle["controller_cpu"], ""),
-            (f"the {n} qemu processes' CPU", "% of a core", idle["qemu_cpu"], ""),
-            ("API requests, all", "req/s", idle["api_all"], ""),
-            ("API VMI get/list (polling)", "req/s", idle["api_vmi_read"], "0 (watch only)"),
-            ("API VMI writes", "req/s", idle["api_vmi_write"], ""),
-            ("API lease writes (heartbeats)", "req/s", idle["api_lease_write"], ""),
-        ):
-            lines.append(Line("5 scale", f"{n} idle VMIs: {metric}", unit, {"virtops stack": samples}, target=target,
-                              note=f"{cfg.idle_slice}s slices of a {cfg.idle_seconds}s idle window"))
-        lines[-4].note += "; by (verb, resource): " + json.dumps(idle["breakdown"])
+        time.sleep(10)  # let the last status writes and events settle
+        idle = idle_window(lab, cfg, agent, controller, qemu_pids(f"guest={ns}_"), cfg.fresh_seconds)
+        fresh = f"{n} VMIs, first {cfg.fresh_seconds}s after all Running"
+        lines.append(Line("5 scale", f"{fresh}: agent CPU", "% of a core", {"virtops stack": idle["agent_cpu"]},
+                          note=f"{cfg.idle_slice}s slices; the agent polls new guests for an address meanwhile"))
+        lines.append(Line("5 scale", f"{fresh}: API VMI get/list (polling)", "req/s",
+                          {"virtops stack": idle["api_vmi_read"]}))
+        where = profile_idle(agent, cfg.idle_slice * 2, cfg.out / f"agent-fresh-{n}.txt")
+        if where:
+            lines[-2].note += "; py-spy, where the agent's CPU goes: " + where
+        if n != largest or not cfg.steady_after:
+            lab.clean(ns)
+            continue
+        wait = max(0.0, cfg.steady_after - (time.monotonic() - max(running.values())))
+        say(f"scale {n}: waiting {wait:.0f}s until the agent's address polling window is over")
+        time.sleep(wait)
+        for m in sorted(cfg.scale, reverse=True):
+            if m < n:
+                for name in names[m:]:
+                    lab.client.delete(lab.vmi_path(ns, name))
+                for _attempt in range(1200):
+                    if lab.count(ns) <= m:
+                        break
+                    time.sleep(0.1)
+                time.sleep(10)
+            steady_lines(lab, cfg, lines, agent, controller, ns, m)
         lab.clean(ns)
 
 
-def idle_window(lab: Lab, cfg: Config, agent: int, controller: int, qemus: list[int]) -> dict:
+def steady_lines(lab: Lab, cfg: Config, lines: list[Line], agent: int, controller: int, ns: str, m: int) -> None:
+    idle = idle_window(lab, cfg, agent, controller, qemu_pids(f"guest={ns}_"), cfg.idle_seconds)
+    say(f"scale: {m} idle VMIs: agent CPU {statistics.median(idle['agent_cpu']):.2f}% RSS "
+        f"{statistics.median(idle['agent_rss']):.1f} MiB")
+    for metric, unit, samples, target in (
+        ("agent RSS", "MiB", idle["agent_rss"], "< 80 MiB"),
+        ("agent CPU", "% of a core", idle["agent_cpu"], "< 1%"),
+        ("controller RSS", "MiB", idle["controller_rss"], ""),
+        ("controller CPU", "% of a core", idle["controller_cpu"], ""),
+        (f"the {m} qemu processes' CPU", "% of a core", idle["qemu_cpu"], ""),
+        ("API requests, all", "req/s", idle["api_all"], ""),
+        ("API VMI get/list (polling)", "req/s", idle["api_vmi_read"], "0 (watch only)"),
+        ("API VMI writes", "req/s", idle["api_vmi_write"], ""),
+        ("API lease writes (heartbeats)", "req/s", idle["api_lease_write"], ""),
+    ):
+        lines.append(Line("5 scale", f"{m} idle VMIs (steady): {metric}", unit, {"virtops stack": samples},
+                          target=target, note=f"{cfg.idle_slice}s slices of a {cfg.idle_seconds}s window"))
+    lines[-4].note += "; by (verb, resource): " + json.dumps(idle["breakdown"])
+    where = profile_idle(agent, cfg.idle_slice * 2, cfg.out / f"agent-idle-{m}.txt")
+    if where:
+        lines[-8].note += "; py-spy, where the agent's CPU goes: " + where
+
+
+def idle_window(lab: Lab, cfg: Config, agent: int, controller: int, qemus: list[int], seconds: int) -> dict:
     out: dict = {k: [] for k in ("agent_rss", "agent_cpu", "controller_rss", "controller_cpu", "qemu_cpu",
                                  "api_all", "api_vmi_read", "api_vmi_write", "api_lease_write")}
     breakdown: dict[str, float] = {}
-    slices = max(1, cfg.idle_seconds // cfg.idle_slice)
+    slices = max(1, seconds // cfg.idle_slice)
     for _slice in range(slices):
         m0, a0, c0, q0 = lab.metrics(), cpu_seconds(agent), cpu_seconds(controller), _qemu_cpu(qemus)
         t0 = time.monotonic()
@@ -314,6 +355,40 @@ def idle_window(lab: Lab, cfg: Config, agent: int, controller: int, qemus: list[
     total = slices * cfg.idle_slice
     out["breakdown"] = {k: round(v / total, 3) for k, v in sorted(breakdown.items())}
     return out
+
+
+def profile_idle(pid: int, seconds: int, out: Path) -> str:
+    """py-spy samples of the idle agent (active threads only): collapsed stacks to out, a short summary back."""
+    raw = out.with_suffix(".raw")
+    proc = subprocess.run([str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--duration", str(seconds),
+                           "--rate", "100", "--format", "raw", "--output", str(raw), "--nonblocking"],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or not raw.exists():
+        say(f"py-spy failed: {proc.stderr.strip()[-300:]}")
+        return ""
+    stacks = []
+    for line in raw.read_text().splitlines():
+        stack, _sep, count = line.rpartition(" ")
+        if stack and count.isdigit():
+            stacks.append((int(count), stack))
+    raw.unlink()
+    stacks.sort(reverse=True)
+    total = sum(c for c, _s in stacks) or 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# py-spy record --rate 100 --duration {seconds} of the idle agent: {total} samples "
+                   f"(active threads), collapsed stacks, most frequent first\n"
+                   + "".join(f"{c} {s}\n" for c, s in stacks[:60]))
+    waiting = ("Condition.wait", "Event.wait", "virEventRunDefaultImpl", "select", "Thread.join", "sleep")
+    busy = [(c, st) for c, st in stacks if not st.split(";")[-1].startswith(waiting)]
+    by_frame: dict[str, int] = {}
+    for count, stack in busy:
+        frames = [f for f in stack.split(";") if "virtops/" in f]
+        key = frames[-1].split(" (")[0] + " ← " + frames[0].split(" (")[0] if frames else stack.split(";")[-1]
+        by_frame[key] = by_frame.get(key, 0) + count
+    top = sorted(by_frame.items(), key=lambda kv: -kv[1])[:5]
+    working = sum(c for c, _s in busy) or 1
+    return (f"{working} of {total} samples not waiting in {seconds}s; of those: "
+            + "; ".join(f"{k} {100 * v / working:.0f}%" for k, v in top))
 
 
 def _qemu_cpu(pids: list[int]) -> float:
@@ -362,7 +437,6 @@ t0 = time.perf_counter()
 for name in {modules!r}:
     importlib.import_module(name)
 t1 = time.perf_counter()
-# Make a client the way the module would need one (the peers import kubernetes lazily in places).
 print(json.dumps({{"seconds": t1 - t0, "rss": rss(), "rss_added": rss() - base_rss}}))
 """
 

@@ -15,7 +15,8 @@ import report  # noqa: E402 - bench/ is not a package
 def lines() -> list[report.Line]:
     return [
         report.Line("1 create", "create 1 VMI", "s", {"ours": [1.0, 3.0, 2.0], "peer": [4.0, 4.0, 6.0]}),
-        report.Line("3 no-op", "items per second", "tasks/s", {"ours": [10.0], "peer": [5.0]}, higher_is_better=True),
+        report.Line("3 no-op", "items per second", "tasks/s", {"ours": [10.0], "peer": [5.0], "floor": [20.0]},
+                    higher_is_better=True, references=["floor"]),
         report.Line("5 scale", "agent RSS", "MiB", {"virtops stack": [50.0, 52.0]}),
         report.Line("5 scale", "nothing measured", "ms", {"virtops stack": []}),
     ]
@@ -32,9 +33,10 @@ def test_table_marks_the_better_side_and_shows_empty_series():
     text = report.text_table(lines())
     assert "0.50 ✓" in text  # lower is better and ours is lower
     assert "2.00 ✓" in text  # higher is better and ours is higher
+    assert "0.50 (ref.)" in text  # a reference series gets a ratio but no verdict
     row = next(r for r in report.table_rows(lines()) if r[1] == "nothing measured")
     assert row[3:6] == ["0", "—", "—"]
-    assert report.markdown_table(lines()).count("\n") == 2 + 6 - 1
+    assert report.markdown_table(lines()).count("\n") == 2 + 7 - 1
 
 
 def test_json_round_trip_keeps_samples_and_reports_ratios():
@@ -50,3 +52,19 @@ def test_charts_are_written(tmp_path):
     written = report.charts(lines(), tmp_path)
     assert {p.name for p in written} == {"scenario-1.png", "scenario-3.png", "scenario-5.png", "ratios.png"}
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_merge_replaces_a_line_measured_again_and_keeps_every_part():
+    first = lines()
+    again = report.Line("1 create", "create 1 VMI", "s", {"ours": [9.0], "peer": [9.0]})
+    new = report.Line("2 power", "pause", "ms", {"virtops stack": [40.0]})
+    merged, meta = report.merge([(first, {"date": "d1", "errors": ["scenario 1: boom"], "host": "old"}),
+                                 ([again, new], {"date": "d2", "errors": [], "host": "h", "config": {"reps": 3}})])
+    assert [(m.scenario, m.metric) for m in merged] == [(m.scenario, m.metric) for m in first] + [
+        ("2 power", "pause")]
+    assert merged[0] == again
+    assert meta["host"] == "h" and meta["date"] == "d1 … d2" and "config" not in meta
+    assert [p["date"] for p in meta["parts"]] == ["d1", "d2"]
+    assert meta["errors"] == ["d1: scenario 1: boom"]
+    single, single_meta = report.merge([(first, {"date": "d1"})])
+    assert single == first and single_meta == {"date": "d1"}
