@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from virtops.controller.scheduling import Node, choose_node
@@ -348,9 +349,11 @@ class LeaderElector:
     """Leader election on a coordination.k8s.io Lease: only one controller replica acts."""
 
     def __init__(self, client: KubeClient, identity: str, namespace: str = "kubevirt",
-                 name: str = "virtops-controller", duration: int = 15) -> None:
+                 name: str = "virtops-controller", duration: int = 15, retry_period: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.client, self.identity, self.namespace, self.name, self.duration = (
             client, identity, namespace, name, duration)
+        self.retry_period, self.clock = retry_period, clock
         self.path = path_for("coordination.k8s.io/v1", "leases", namespace, name)
 
     def try_acquire(self) -> bool:
@@ -381,17 +384,44 @@ class LeaderElector:
             return False
 
     def run(self, on_started: Callable[[], None], stop: threading.Event) -> None:
-        """Block until leader, call on_started, keep renewing; stop everything if leadership is lost."""
-        while not stop.is_set() and not self.try_acquire():
-            stop.wait(2)
+        """Block until leader, call on_started, keep renewing; stop everything if leadership is lost.
+
+        Renews every ``retry_period`` seconds, as client-go does. An API server that does not answer (a
+        restart) is not a lost lease: the leader keeps trying until its lease would have run out since the
+        start of its last successful renewal; only then, or when another replica holds the lease, it stops.
+        """
+        while not stop.is_set():
+            renewed = self.clock()
+            if self._attempt():
+                break
+            stop.wait(self.retry_period)
         if stop.is_set():
             return
         log.info("%s is the leader", self.identity)
         on_started()
-        while not stop.wait(self.duration / 3):
-            if not self.try_acquire():
+        while not stop.wait(self.retry_period):
+            started = self.clock()
+            try:
+                held = self.try_acquire()
+            except Exception as exc:  # noqa: BLE001 - unreachable or failing API server: try again
+                if self.clock() - renewed < self.duration:
+                    log.warning("renewing the leader lease failed (%s); trying again", exc)
+                    continue
+                log.error("could not renew the leader lease for %ss; stopping", self.duration)
+                stop.set()
+                return
+            if held:
+                renewed = started
+            else:
                 log.error("lost leadership; stopping")
                 stop.set()
+
+    def _attempt(self) -> bool:
+        try:
+            return self.try_acquire()
+        except Exception as exc:  # noqa: BLE001 - the API server may not answer yet: campaign again
+            log.warning("acquiring the leader lease failed (%s); trying again", exc)
+            return False
 
 
 def ensure_namespace(client: KubeClient, name: str) -> None:
