@@ -78,13 +78,14 @@ def test_vmi_deleted_while_the_agent_is_down_loses_its_domain_when_it_returns(no
 
 def test_agent_follows_a_kube_apiserver_restart(node):
     node.start_agent(NO_RESYNC)
-    node.create_vmis("steady", "quitter")
+    node.create_vmis("steady", guests=("quitter",))
     wait_long(lambda: node.phase("steady") == node.phase("quitter") == "Running")
     steady_id = node.domain_ids()[node.domain("steady")]
+    node.wait_booted("quitter")  # the API server is down only as long as the restart takes
 
     # While the API server is down the guest powers off: the agent sees it in libvirt but cannot write
     # status until the API is back; it must neither forget nor give up.
-    node.plane.restart("kube-apiserver", while_down=lambda: node.quit_guest("quitter"))
+    node.plane.restart("kube-apiserver", while_down=lambda: node.power_off_guest("quitter"))
 
     wait_long(lambda: node.phase("quitter") == "Succeeded")
     wait_long(lambda: node.libvirt_state("quitter") is None)
@@ -108,7 +109,7 @@ def test_agent_follows_a_kube_apiserver_restart(node):
 def test_agent_follows_a_libvirtd_restart(node):
     """Last in this file: libvirtd is shared by everything on the host; the restart takes about a second."""
     agent = node.start_agent(NO_RESYNC)
-    node.create_vmis("survivor", "quitter")
+    node.create_vmis("survivor", guests=("quitter",))
     wait_long(lambda: node.phase("survivor") == node.phase("quitter") == "Running")
     ids = node.domain_ids()
 
@@ -118,7 +119,7 @@ def test_agent_follows_a_libvirtd_restart(node):
 
     # The agent subscribed to lifecycle events again: a guest that powers off is noticed (no resync here).
     wait_long(lambda: (metric(node.http("/metrics")[1], "virtops_agent_libvirt_connections_total") or 0) >= 2)
-    node.quit_guest("quitter")
+    node.power_off_guest("quitter")
     wait_long(lambda: node.phase("quitter") == "Succeeded")
     # Its libvirt calls work again: pause, then delete (from paused).
     node.set_power("survivor", "paused")
