@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command 2: the whole test suite. Unit tests, ansible-test sanity,
-# then integration tests against a real lab (kube-apiserver + etcd) and libvirt.
+# then integration tests against a real lab (kube-apiserver + etcd) and libvirt, then the molecule scenarios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -19,5 +19,8 @@ hack/sanity.sh
 
 step "Integration tests (real lab and libvirt)"
 .venv/bin/python -m pytest tests/integration -q -p no:cacheprovider
+
+step "Molecule scenarios (extensions/molecule: the roles install the stack here; each scenario's time)"
+hack/molecule.sh
 
 step "All green"
