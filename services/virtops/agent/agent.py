@@ -474,6 +474,14 @@ class NodeAgent:
                 shutil.rmtree(self.vmi_state_dir(key), ignore_errors=True)
             return
         meta = vmi["metadata"]
+        bound = (vmi.get("status") or {}).get("nodeName")
+        if bound != self.node_name:
+            # Listed by its label, but the controller binds a VMI by label and status.nodeName together: a
+            # label that names this node over another node's (or no node's) status was moved by someone
+            # else. Never start, stop or write it (another agent may run it).
+            log.warning("VMI %s/%s has label %s=%s but status.nodeName %r: not this node's, left alone",
+                        *key, NODE_LABEL, self.node_name, bound)
+            return
         if meta.get("deletionTimestamp"):
             self._finalize(vmi)
             return

@@ -74,7 +74,7 @@ def deleted_vmi(grace: int = 25, deleted_ago: float = 0.0) -> dict:
     return {"metadata": {"namespace": "ns", "name": "a", "uid": "u1", "resourceVersion": "5",
                          "labels": {NODE_LABEL: "node-a"}, "finalizers": [FINALIZER],
                          "deletionTimestamp": when.strftime("%Y-%m-%dT%H:%M:%SZ")},
-            "spec": {"terminationGracePeriodSeconds": grace}, "status": {"phase": "Running"}}
+            "spec": {"terminationGracePeriodSeconds": grace}, "status": {"phase": "Running", "nodeName": "node-a"}}
 
 
 def agent(tmp_path, vmi: dict) -> tuple[NodeAgent, Guest, ApiServer, Queue]:
