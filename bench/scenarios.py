@@ -304,7 +304,7 @@ def steady_lines(lab: Lab, cfg: Config, lines: list[Line], agent: int, controlle
         f"{statistics.median(idle['agent_rss']):.1f} MiB")
     for metric, unit, samples, target in (
         ("agent RSS", "MiB", idle["agent_rss"], "< 80 MiB"),
-        ("agent CPU", "% of a core", idle["agent_cpu"], "< 1%"),
+        ("agent CPU", "% of a core", idle["agent_cpu"], ""),
         ("controller RSS", "MiB", idle["controller_rss"], ""),
         ("controller CPU", "% of a core", idle["controller_cpu"], ""),
         (f"the {m} qemu processes' CPU", "% of a core", idle["qemu_cpu"], ""),
@@ -319,6 +319,17 @@ def steady_lines(lab: Lab, cfg: Config, lines: list[Line], agent: int, controlle
     where = profile_idle(agent, cfg.idle_slice * 2, cfg.out / f"agent-idle-{m}.txt")
     if where:
         lines[-8].note += "; py-spy, where the agent's CPU goes: " + where
+    lines.append(window_mean(lines[-8], cfg))
+
+
+def window_mean(slices: Line, cfg: Config) -> Line:
+    """The agent's CPU over the whole window (the mean of its equal slices), the number the < 1% target is about:
+    the periodic resync (every 30 s) lands in some slices only, so the slices' median understates the cost."""
+    samples = slices.series["virtops stack"]
+    mean = [statistics.mean(samples)] if samples else []
+    return Line(slices.scenario, slices.metric.replace("agent CPU", "agent CPU, whole window"), slices.unit,
+                {"virtops stack": mean}, target="< 1%",
+                note=f"CPU seconds / seconds over the {len(samples) * cfg.idle_slice}s window (mean of the slices)")
 
 
 def idle_window(lab: Lab, cfg: Config, agent: int, controller: int, qemus: list[int], seconds: int) -> dict:
