@@ -4,24 +4,35 @@ chosen) and one phase alone by its tag. Nothing may be installed and nothing may
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from conftest import run_playbook
+from conftest import ROOT, run_playbook
 
 
-def inventory(lab, tmp_path, **more) -> str:
+def run_playbook_failing(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    return proc
+
+
+def inventory(lab, tmp_path, root: Path | None = None, **more) -> str:
     from virtops.lab import ControlPlane
 
+    root = root or tmp_path / "node"
     node = f"role-check-{lab.name}"
     host = {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "ansible_become": False, "node_agent_node_name": node,
             "node_agent_kubeconfig_src": ControlPlane(lab.name, lab.state_dir).agent_kubeconfig(node),
             "node_agent_service_name": f"virtops-agent-role-check-{lab.name}",
             "node_agent_install_packages": False,
-            "node_agent_config_dir": str(tmp_path / "node" / "etc"),
-            "node_agent_state_dir": str(tmp_path / "node" / "state"),
-            "node_agent_run_dir": str(tmp_path / "node" / "run"),
-            "node_agent_venv": str(tmp_path / "node" / "venv"), **more}
+            "node_agent_config_dir": str(root / "etc"), "node_agent_state_dir": str(root / "state"),
+            "node_agent_run_dir": str(root / "run"), "node_agent_venv": str(root / "venv"), **more}
     path = tmp_path / "inventory.json"
     path.write_text(json.dumps({"all": {"hosts": {"node-a": host}}}))
     return str(path)
@@ -37,10 +48,20 @@ def recap_of(proc, host: str) -> dict[str, int]:
 @pytest.mark.parametrize("tags", [[], ["--tags", "node_agent_service"], ["--tags", "node_agent_configure"]])
 def test_check_mode_on_a_fresh_systemd_host_installs_nothing_and_fails_nowhere(lab, tmp_path, tags):
     # systemd chosen: the unit is not there yet, so systemd cannot be asked about it (nor is systemd PID 1 here).
-    path = inventory(lab, tmp_path, node_agent_service_manager="systemd")
+    # Its directories outside /tmp (the unit's PrivateTmp): check mode must not create them.
+    root = Path(f"/var/lib/virtops-role-check-{os.getpid()}-{tmp_path.name}")
+    path = inventory(lab, tmp_path, root, node_agent_service_manager="systemd")
     proc = run_playbook("tests/integration/playbooks/node_agent.yml", "-i", path, "--check", *tags)
     assert recap_of(proc, "node-a")["failed"] == 0
-    assert not (tmp_path / "node").exists()  # nothing installed
+    assert not root.exists()  # nothing installed
+
+
+def test_systemd_with_a_state_dir_in_tmp_fails_clearly(lab, tmp_path):
+    path = inventory(lab, tmp_path, node_agent_service_manager="systemd")
+    proc = run_playbook_failing("tests/integration/playbooks/node_agent.yml", "-i", path, "--check")
+    said = " ".join(proc.stdout.split())
+    assert f"node_agent_state_dir={tmp_path}/node/state cannot be used with systemd" in said
+    assert "PrivateTmp=yes" in said
 
 
 def test_the_service_phase_alone_knows_how_the_agent_runs(lab, tmp_path):
