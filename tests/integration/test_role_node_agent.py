@@ -69,3 +69,25 @@ def test_the_service_phase_alone_knows_how_the_agent_runs(lab, tmp_path):
     proc = run_playbook("tests/integration/playbooks/node_agent.yml", "-i", path, "--check",
                         "--tags", "node_agent_service")
     assert "runs under the roles supervisor" in " ".join(proc.stdout.split()).replace("'", "")
+
+
+def test_a_kubeconfig_that_is_not_a_regular_file_fails_clearly(lab, tmp_path):
+    path = inventory(lab, tmp_path, node_agent_kubeconfig_src=str(tmp_path))
+    proc = run_playbook_failing("tests/integration/playbooks/node_agent.yml", "-i", path, "--check")
+    assert "is not a readable regular file on the Ansible controller" in " ".join(proc.stdout.split())
+
+
+def test_another_nodes_identity_fails_clearly_without_printing_it(lab, tmp_path):
+    """The configure phase for real (the test's own virtualenv runs the whoami), with node b's kubeconfig for a."""
+    from virtops.lab import ControlPlane
+
+    other = ControlPlane(lab.name, lab.state_dir).agent_kubeconfig(f"role-other-{lab.name}")
+    venv = str(Path(sys.executable).parent.parent)
+    path = inventory(lab, tmp_path, node_agent_kubeconfig_src=other, node_agent_venv=venv)
+    proc = run_playbook_failing("tests/integration/playbooks/node_agent.yml", "-i", path,
+                                "--tags", "node_agent_configure")
+    said = " ".join(proc.stdout.split())
+    assert f"authenticates as system:virtops:node:role-other-{lab.name}, not as system:virtops:node:role-check-" in said
+    assert "node_agent_node_name=role-check-" in said
+    assert "PRIVATE KEY" not in proc.stdout and "client-key-data" not in proc.stdout
+    assert (tmp_path / "node" / "etc" / "kubeconfig").stat().st_mode & 0o777 == 0o600
