@@ -29,8 +29,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--api-port", type=int, default=0, help="loopback port of the subresource API (0: any free port)")
     p.add_argument("--no-api", action="store_true", help="do not serve subresources.kubevirt.io")
     p.add_argument("--state-dir", default=None, help="where the API's serving certificate is written")
+    p.add_argument("--tls-cert-file", default=None,
+                   help="the API's serving certificate (PEM), valid for <service>.<namespace>.svc; "
+                        "without it the controller issues its own from a throw-away CA")
+    p.add_argument("--tls-private-key-file", default=None, help="the serving certificate's private key (PEM)")
+    p.add_argument("--tls-ca-file", default=None,
+                   help="the CA that signed the serving certificate (PEM): the APIService's caBundle")
     p.add_argument("-v", "--verbose", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    tls = [args.tls_cert_file, args.tls_private_key_file, args.tls_ca_file]
+    if any(tls) and not all(tls):
+        p.error("--tls-cert-file, --tls-private-key-file and --tls-ca-file go together")
+    return args
 
 
 def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> object:
@@ -38,17 +48,22 @@ def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> 
     from virtops.api.server import SubresourceServer
     from virtops.lab.pki import CertificateAuthority
 
-    ca = CertificateAuthority("virtops-subresources-ca")
-    cert_pem, key_pem = serving_certificate(ca, "virtops-subresources", args.namespace)
-    cert_file, key_file = state_dir / "api.crt", state_dir / "api.key"
-    cert_file.write_bytes(cert_pem)
-    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
+    if args.tls_cert_file:  # given by the operator (the cluster role installs them)
+        cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
+        ca_pem = Path(args.tls_ca_file).read_bytes()
+    else:
+        ca = CertificateAuthority("virtops-subresources-ca")
+        ca_pem = ca.cert_pem
+        cert_pem, key_pem = serving_certificate(ca, "virtops-subresources", args.namespace)
+        cert_file, key_file = state_dir / "api.crt", state_dir / "api.key"
+        cert_file.write_bytes(cert_pem)
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key_pem)
     server = SubresourceServer(client, host="127.0.0.1", port=args.api_port, cert_file=str(cert_file),
                                key_file=str(key_file))
     server.start()
-    register(client, port=server.port, ca_pem=ca.cert_pem, namespace=args.namespace,
+    register(client, port=server.port, ca_pem=ca_pem, namespace=args.namespace,
              service="virtops-subresources")
     log.info("subresources.kubevirt.io served on 127.0.0.1:%s", server.port)
     return server

@@ -220,6 +220,19 @@ class ControlPlane:
         self._write_kubeconfig(info, path, stem)
         return path
 
+    def user_kubeconfig(self, stem: str, user: str, group: str | None = None) -> str:
+        """A kubeconfig ``<stem>.kubeconfig`` for ``user`` (and ``group``): a client certificate from the lab's CA.
+
+        No RBAC is bound here; e.g. the cluster role binds ``system:virtops:controller``.
+        """
+        info = self._load()
+        if info is None:
+            raise LabError(f"lab {self.name!r} is not up")
+        pki.issue_client(self.state_dir / "pki", stem, user, org=group)
+        path = str(self.state_dir / f"{stem}.kubeconfig")
+        self._write_kubeconfig(info, path, stem)
+        return path
+
     # --- internals --------------------------------------------------------
     def _apply_agent_rbac(self, info: LabInfo) -> None:
         import yaml
