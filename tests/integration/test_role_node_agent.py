@@ -91,3 +91,35 @@ def test_another_nodes_identity_fails_clearly_without_printing_it(lab, tmp_path)
     assert "node_agent_node_name=role-check-" in said
     assert "PRIVATE KEY" not in proc.stdout and "client-key-data" not in proc.stdout
     assert (tmp_path / "node" / "etc" / "kubeconfig").stat().st_mode & 0o777 == 0o600
+
+
+def test_absent_refuses_while_the_node_has_guests_unless_told_to_remove_them(lab, tmp_path):
+    """A domain marked with the node (defined here, never started) stands for a guest whose disks are in the
+    state directory: absent names it and removes nothing; with node_agent_remove_guests it undefines it."""
+    node = f"role-check-{lab.name}"
+    domain = f"t-{tmp_path.name[-20:]}_guest".replace(".", "-")
+    xml = (f"<domain type='qemu'><name>{domain}</name><memory unit='MiB'>32</memory><os><type>hvm</type></os>"
+           "<metadata><virtops:vmi xmlns:virtops='https://virtops.dev/agent' namespace='t' name='guest' uid='u1'"
+           f" node='{node}'/></metadata></domain>")
+    (tmp_path / "domain.xml").write_text(xml)
+    virsh = ["virsh", "--connect", "qemu:///system"]
+    subprocess.run([*virsh, "define", str(tmp_path / "domain.xml")], check=True, capture_output=True)
+    state = tmp_path / "node" / "state"
+    state.mkdir(parents=True)
+    try:
+        path = inventory(lab, tmp_path, node_agent_state="absent")
+        refused = run_playbook_failing("tests/integration/playbooks/node_agent.yml", "-i", path)
+        said = " ".join(refused.stdout.split())
+        assert f"holds the disks of 1 guest(s) of node {node}: {domain}" in said
+        assert "node_agent_remove_guests=true" in said
+        assert state.exists()  # nothing removed
+
+        path = inventory(lab, tmp_path, node_agent_state="absent", node_agent_remove_guests=True)
+        run_playbook("tests/integration/playbooks/node_agent.yml", "-i", path)
+        assert not state.exists()
+        listed = subprocess.run([*virsh, "list", "--all", "--name"], check=True, capture_output=True, text=True)
+        assert domain not in listed.stdout.split()
+        again = inventory(lab, tmp_path, node_agent_state="absent")
+        run_playbook("tests/integration/playbooks/node_agent.yml", "-i", again)  # no guest left: no refusal
+    finally:
+        subprocess.run([*virsh, "undefine", domain], check=False, capture_output=True)
