@@ -3,6 +3,7 @@ run that installs the controller on the virtops_controller host (here: this one,
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -128,6 +129,20 @@ def test_site_playbook_installs_the_controller_that_serves_the_aggregated_api(tm
 
         second = run_playbook(*site)
         assert recap(second)["changed"] == 0 and recap(second)["failed"] == 0
+
+        # A new serving certificate from another CA: the handler restarts the controller, which publishes that CA.
+        controller_inputs(plane, Path(inputs["cluster_controller_tls_ca_src"]).parent)
+        third = run_playbook(*site)
+        assert recap(third)["changed"] > 0 and "RUNNING HANDLER [virtops.kubevirt.cluster : Restart" in third.stdout
+        bundle = kubectl("get", "apiservice", "v1.subresources.kubevirt.io", "-o", "jsonpath={.spec.caBundle}")
+        assert base64.b64decode(bundle) == Path(inputs["cluster_controller_tls_ca_src"]).read_bytes()
+        assert kubectl("get", "apiservice", "v1.subresources.kubevirt.io", "-o", available) == "True"
+        kubectl("replace", "--raw", pause.replace("/pause", "/unpause"), "-f", "-", stdin="{}")
+
+        # cluster_state=absent stops the controller and removes it with its APIService.
+        run_playbook(*site, "-e", "cluster_state=absent")
+        assert not (root / "etc").exists() and not (root / "venv").exists()
+        assert kubectl.run("get", "apiservice", "v1.subresources.kubevirt.io", check=False).returncode != 0
     finally:
         if ctl.exists():
             subprocess.run(["/bin/sh", str(ctl), "stop"], check=False)
