@@ -7,6 +7,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 from virtops.lab import ControlPlane
 from virtops.lab.versions import KUBERNETES_VERSION
 
@@ -43,6 +44,15 @@ def test_second_up_is_unchanged(lab):
     again = ControlPlane(lab.name).up()
     assert before.changed is again.changed is False
     assert again.pids == before.pids
+
+
+def test_restart_brings_the_component_back_when_the_fault_step_fails(lab, kubectl):
+    def broken_fault_step():
+        raise RuntimeError("the fault step failed")
+
+    with pytest.raises(RuntimeError, match="the fault step failed"):
+        ControlPlane(lab.name).restart("kube-apiserver", while_down=broken_fault_step)
+    assert kubectl("get", "--raw", "/readyz") == "ok"
 
 
 def test_down_leaves_no_process_port_or_directory(tmp_path):

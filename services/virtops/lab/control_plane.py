@@ -189,7 +189,10 @@ class ControlPlane:
     def restart(self, component: str, while_down: Callable[[], None] | None = None) -> LabInfo:
         """Stop one running component and start it again with the same command line (for fault tests).
 
-        ``while_down`` runs between the stop and the start. The API server is awaited until ready again.
+        ``while_down`` runs between the stop and the start. The component starts again even when
+        ``while_down`` raises (its error is raised after the start), so one failed fault test does not
+        leave the lab without its API server for the tests after it. The API server is awaited until
+        ready again.
         """
         info = self._load()
         entry = (info.pids if info else {}).get(component)
@@ -197,12 +200,14 @@ class ControlPlane:
             raise LabError(f"{component} is not running in lab {self.name!r}")
         argv = Path(f"/proc/{entry['pid']}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         self._stop(component, entry["pid"], entry["ticks"])
-        if while_down is not None:
-            while_down()
-        info.pids[component] = self._spawn(component, [arg.decode() for arg in argv])
-        self._save(info)
-        if component in ("etcd", "kube-apiserver"):
-            self._wait_ready(info, time.monotonic())
+        try:
+            if while_down is not None:
+                while_down()
+        finally:
+            info.pids[component] = self._spawn(component, [arg.decode() for arg in argv])
+            self._save(info)
+            if component in ("etcd", "kube-apiserver"):
+                self._wait_ready(info, time.monotonic())
         return info
 
     def agent_kubeconfig(self, node: str) -> str:
