@@ -40,18 +40,20 @@ def run_module(name: str, args: dict, check_mode: bool = False, diff: bool = Fal
     return json.loads(out.getvalue())
 
 
-def run_playbook(playbook: str, *extra: str) -> subprocess.CompletedProcess:
-    """ansible-playbook from the checkout (its ansible.cfg links it in as virtops.kubevirt); must succeed."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+def run_playbook(playbook: str, *extra: str, ok: bool = True,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """ansible-playbook from the checkout (its ansible.cfg links it in as virtops.kubevirt); must succeed, or with
+    ``ok=False`` must fail. ``env`` adds to the environment."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1", **(env or {}))
     cmd = [str(Path(sys.executable).with_name("ansible-playbook")), playbook, *extra]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert (proc.returncode == 0) == ok, proc.stdout[-3000:] + proc.stderr[-2000:]
     return proc
 
 
-def recap(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """The PLAY RECAP counters of localhost."""
-    line = re.search(r"localhost\s+:\s+(.*)", proc.stdout).group(1)
+def recap(proc: subprocess.CompletedProcess, host: str = "localhost") -> dict[str, int]:
+    """The PLAY RECAP counters of one host."""
+    line = re.search(rf"{re.escape(host)}\s+:\s+(.*)", proc.stdout).group(1)
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 

@@ -65,20 +65,13 @@ def test_site_playbook_check_mode_installs_nothing(lab, tmp_path, tmp_path_facto
 
     proc = run_playbook("playbooks/site.yml", "-i", str(path), "--check", "-e", f"kubeconfig={lab.kubeconfig}")
 
-    assert recap_of(proc, "node-a")["failed"] == 0
+    assert recap(proc, "node-a")["failed"] == 0
     said = " ".join(proc.stdout.split()).replace("'", "")
     assert "runs under the roles supervisor" in said  # no systemd here: the role says how it runs
     assert "virtops-controller-site-check runs under the roles supervisor" in said
     # nothing installed on the node nor on the controller host
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.json"]
     assert recap(proc)["failed"] == 0
-
-
-def recap_of(proc, host: str) -> dict[str, int]:
-    import re
-
-    line = re.search(rf"{re.escape(host)}\s+:\s+(.*)", proc.stdout).group(1)
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
 
 
 def test_site_playbook_installs_the_controller_that_serves_the_aggregated_api(tmp_path, tmp_path_factory):

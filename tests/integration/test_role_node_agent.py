@@ -10,15 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_playbook
-
-
-def run_playbook_failing(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
-    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    assert proc.returncode != 0, proc.stdout[-3000:]
-    return proc
+from conftest import recap, run_playbook
 
 
 def inventory(lab, tmp_path, root: Path | None = None, **more) -> str:
@@ -38,13 +30,6 @@ def inventory(lab, tmp_path, root: Path | None = None, **more) -> str:
     return str(path)
 
 
-def recap_of(proc, host: str) -> dict[str, int]:
-    import re
-
-    line = re.search(rf"{re.escape(host)}\s+:\s+(.*)", proc.stdout).group(1)
-    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", line)}
-
-
 @pytest.mark.parametrize("tags", [[], ["--tags", "node_agent_service"], ["--tags", "node_agent_configure"]])
 def test_check_mode_on_a_fresh_systemd_host_installs_nothing_and_fails_nowhere(lab, tmp_path, tags):
     # systemd chosen: the unit is not there yet, so systemd cannot be asked about it (nor is systemd PID 1 here).
@@ -52,13 +37,13 @@ def test_check_mode_on_a_fresh_systemd_host_installs_nothing_and_fails_nowhere(l
     root = Path(f"/var/lib/virtops-role-check-{os.getpid()}-{tmp_path.name}")
     path = inventory(lab, tmp_path, root, node_agent_service_manager="systemd")
     proc = run_playbook("tests/integration/playbooks/node_agent.yml", "-i", path, "--check", *tags)
-    assert recap_of(proc, "node-a")["failed"] == 0
+    assert recap(proc, "node-a")["failed"] == 0
     assert not root.exists()  # nothing installed
 
 
 def test_systemd_with_a_state_dir_in_tmp_fails_clearly(lab, tmp_path):
     path = inventory(lab, tmp_path, node_agent_service_manager="systemd")
-    proc = run_playbook_failing("tests/integration/playbooks/node_agent.yml", "-i", path, "--check")
+    proc = run_playbook("tests/integration/playbooks/node_agent.yml", "-i", path, "--check", ok=False)
     said = " ".join(proc.stdout.split())
     assert f"node_agent_state_dir={tmp_path}/node/state cannot be used with systemd" in said
     assert "PrivateTmp=yes" in said
@@ -73,7 +58,7 @@ def test_the_service_phase_alone_knows_how_the_agent_runs(lab, tmp_path):
 
 def test_a_kubeconfig_that_is_not_a_regular_file_fails_clearly(lab, tmp_path):
     path = inventory(lab, tmp_path, node_agent_kubeconfig_src=str(tmp_path))
-    proc = run_playbook_failing("tests/integration/playbooks/node_agent.yml", "-i", path, "--check")
+    proc = run_playbook("tests/integration/playbooks/node_agent.yml", "-i", path, "--check", ok=False)
     assert "is not a readable regular file on the Ansible controller" in " ".join(proc.stdout.split())
 
 
@@ -84,8 +69,8 @@ def test_another_nodes_identity_fails_clearly_without_printing_it(lab, tmp_path)
     other = ControlPlane(lab.name, lab.state_dir).agent_kubeconfig(f"role-other-{lab.name}")
     venv = str(Path(sys.executable).parent.parent)
     path = inventory(lab, tmp_path, node_agent_kubeconfig_src=other, node_agent_venv=venv)
-    proc = run_playbook_failing("tests/integration/playbooks/node_agent.yml", "-i", path,
-                                "--tags", "node_agent_configure")
+    proc = run_playbook("tests/integration/playbooks/node_agent.yml", "-i", path, "--tags", "node_agent_configure",
+                        ok=False)
     said = " ".join(proc.stdout.split())
     assert f"authenticates as system:virtops:node:role-other-{lab.name}, not as system:virtops:node:role-check-" in said
     assert "node_agent_node_name=role-check-" in said
@@ -108,7 +93,7 @@ def test_absent_refuses_while_the_node_has_guests_unless_told_to_remove_them(lab
     state.mkdir(parents=True)
     try:
         path = inventory(lab, tmp_path, node_agent_state="absent")
-        refused = run_playbook_failing("tests/integration/playbooks/node_agent.yml", "-i", path)
+        refused = run_playbook("tests/integration/playbooks/node_agent.yml", "-i", path, ok=False)
         said = " ".join(refused.stdout.split())
         assert f"holds the disks of 1 guest(s) of node {node}: {domain}" in said
         assert "node_agent_remove_guests=true" in said

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import ROOT, recap, run_playbook
+from conftest import recap, run_playbook
 
 
 def test_the_cluster_phase_of_the_lab_playbook_alone_uses_the_labs_kubeconfig(lab, kubevirt_api):
@@ -19,10 +16,6 @@ def test_the_cluster_phase_of_the_lab_playbook_alone_uses_the_labs_kubeconfig(la
 
 
 def test_the_cluster_role_without_a_kubeconfig_fails_clearly(tmp_path):
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-               HOME=str(tmp_path), KUBECONFIG=str(tmp_path / "nowhere"))
-    cmd = [str(Path(sys.executable).with_name("ansible-playbook")), "tests/integration/playbooks/cluster.yml",
-           "--tags", "cluster_stack"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    assert proc.returncode != 0
+    proc = run_playbook("tests/integration/playbooks/cluster.yml", "--tags", "cluster_stack", ok=False,
+                        env={"HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "nowhere")})
     assert "cluster_kubeconfig is not set" in " ".join(proc.stdout.split())
