@@ -219,11 +219,7 @@ class ControlPlane:
         if info is None:
             raise LabError(f"lab {self.name!r} is not up")
         self._apply_agent_rbac(info)
-        stem = f"agent-{node}"
-        pki.issue_client(self.state_dir / "pki", stem, f"system:virtops:node:{node}", org="virtops:nodes")
-        path = str(self.state_dir / f"{stem}.kubeconfig")
-        self._write_kubeconfig(info, path, stem)
-        return path
+        return self._client_kubeconfig(info, f"agent-{node}", f"system:virtops:node:{node}", "virtops:nodes")
 
     def user_kubeconfig(self, stem: str, user: str, group: str | None = None) -> str:
         """A kubeconfig ``<stem>.kubeconfig`` for ``user`` (and ``group``): a client certificate from the lab's CA.
@@ -233,12 +229,15 @@ class ControlPlane:
         info = self._load()
         if info is None:
             raise LabError(f"lab {self.name!r} is not up")
+        return self._client_kubeconfig(info, stem, user, group)
+
+    # --- internals --------------------------------------------------------
+    def _client_kubeconfig(self, info: LabInfo, stem: str, user: str, group: str | None) -> str:
         pki.issue_client(self.state_dir / "pki", stem, user, org=group)
         path = str(self.state_dir / f"{stem}.kubeconfig")
         self._write_kubeconfig(info, path, stem)
         return path
 
-    # --- internals --------------------------------------------------------
     def _apply_agent_rbac(self, info: LabInfo) -> None:
         import yaml
 
