@@ -26,9 +26,7 @@ from virtops.agent.hypervisor import LibvirtHypervisor
 from virtops.kube import KubeClient, NotFoundError, path_for
 from virtops.lab import ControlPlane
 from virtops.lab.control_plane import free_port
-from virtops.lab.guest import GUEST_IMAGE, INITRD_PATH, KERNEL_PATH, install_guest
-
-BOOTED = "virtops-guest: booted in"
+from virtops.lab.guest import BOOTED, install_guest, kernel_boot
 
 
 def wait_long(predicate, attempts: int = 600, delay: float = 0.1):
@@ -137,9 +135,7 @@ class AgentLab:
         body = self.vmi_body(name)
         body["spec"]["domain"] = {
             "resources": {"requests": {"memory": "128Mi"}}, "devices": {},
-            "firmware": {"kernelBoot": {"kernelArgs": "console=ttyS0 virtops.no_agent=1",
-                                        "container": {"image": GUEST_IMAGE, "kernelPath": KERNEL_PATH,
-                                                      "initrdPath": INITRD_PATH}}}}
+            "firmware": kernel_boot("virtops.no_agent=1")}
         return body
 
     def create_vmis(self, *names: str, guests: tuple[str, ...] = ()) -> None:

@@ -21,7 +21,7 @@ libvirt = pytest.importorskip("libvirt", reason="libvirt-python is installed by 
 from virtops.agent.agent import FINALIZER, POWER_STATE, NodeAgent  # noqa: E402
 from virtops.agent.hypervisor import LibvirtHypervisor  # noqa: E402
 from virtops.kube import KubeClient, NotFoundError, path_for  # noqa: E402
-from virtops.lab.guest import GUEST_IMAGE, INITRD_PATH, KERNEL_PATH, install_guest  # noqa: E402
+from virtops.lab.guest import install_guest, kernel_boot  # noqa: E402
 
 PAUSED = {"type": "Paused", "status": "True", "reason": "PausedByUser", "message": "VMI was paused by user",
           "lastProbeTime": None}
@@ -264,9 +264,7 @@ def test_domain_that_shuts_down_by_itself_succeeds_the_vmi(harness):
     # the domain ends as a guest shutdown, with no call to the agent.
     harness.create_vmi("quitter", domain={
         "resources": {"requests": {"memory": "128Mi"}}, "devices": {},
-        "firmware": {"kernelBoot": {"kernelArgs": "console=ttyS0 virtops.poweroff_after=1",
-                                    "container": {"image": GUEST_IMAGE, "kernelPath": KERNEL_PATH,
-                                                  "initrdPath": INITRD_PATH}}}})
+        "firmware": kernel_boot("virtops.poweroff_after=1")})
     # A boot under TCG on a busy 2-core machine: a generous bounded wait.
     wait_for("phase Succeeded", lambda: harness.phase("quitter") == "Succeeded", attempts=2400)
     wait_for("domain undefined", lambda: harness.libvirt_state("quitter") is None)

@@ -19,9 +19,8 @@ from conftest import CRDS, USER_ROLES, Kubectl, run_module, wait_until
 libvirt = pytest.importorskip("libvirt")
 
 from virtops.agent.hypervisor import LibvirtHypervisor  # noqa: E402
-from virtops.lab.guest import GUEST_IMAGE, INITRD_PATH, KERNEL_PATH  # noqa: E402
+from virtops.lab.guest import BOOTED, kernel_boot  # noqa: E402
 
-BOOTED = "virtops-guest: booted in"
 TICK = re.compile(r"virtops-guest: tick (\d+) uptime ([0-9.]+)")
 
 
@@ -64,10 +63,7 @@ def create_guest(stack, ns: str, name: str, kernel_args: str = "", grace: int | 
     """Create a VMI that boots the guest; returns the monotonic time of the create."""
     _info, kubectl, _node = stack
     spec: dict = {"domain": {"resources": {"requests": {"memory": "128Mi"}},
-                             "firmware": {"kernelBoot": {
-                                 "kernelArgs": f"console=ttyS0 {kernel_args}".strip(),
-                                 "container": {"image": GUEST_IMAGE, "kernelPath": KERNEL_PATH,
-                                               "initrdPath": INITRD_PATH}}},
+                             "firmware": kernel_boot(kernel_args),
                              "devices": {}}}
     if grace is not None:
         spec["terminationGracePeriodSeconds"] = grace

@@ -41,6 +41,8 @@ GUEST_IMAGE = f"virtops/guest:{GUEST_VERSION}"
 KERNEL_PATH = "/boot/vmlinuz"
 INITRD_PATH = "/boot/initrd.img"
 KERNEL_ARGS = "console=ttyS0"
+# What the guest's init prints on the serial console once it is up (ACPI button watched, network configured).
+BOOTED = "virtops-guest: booted in"
 # Bump when the build itself changes in a way the hashed inputs do not show.
 RECIPE = "virtops-guest-recipe-1"
 KERNEL_META_PACKAGE = "linux-image-amd64"
@@ -68,6 +70,12 @@ class GuestImage:
     kernel: Path
     initrd: Path
     manifest: dict[str, Any]
+
+
+def kernel_boot(extra_args: str = "") -> dict[str, Any]:
+    """A VMI's ``spec.domain.firmware`` that boots this guest from a node's image store (KubeVirt's kernelBoot)."""
+    return {"kernelBoot": {"kernelArgs": f"{KERNEL_ARGS} {extra_args}".strip(),
+                           "container": {"image": GUEST_IMAGE, "kernelPath": KERNEL_PATH, "initrdPath": INITRD_PATH}}}
 
 
 def guest_source_dir() -> Path:
