@@ -15,16 +15,12 @@ from conftest import Kubectl, recap, run_playbook, wait_until
 def controller_inputs(plane, directory: Path) -> dict[str, str]:
     """What an operator gives the cluster role for the controller: its kubeconfig and the API's serving certificate."""
     from virtops.api.apiservice import serving_certificate
-    from virtops.lab.pki import CertificateAuthority
+    from virtops.pki import CertificateAuthority, write_pair
 
     directory.mkdir(parents=True, exist_ok=True)
     ca = CertificateAuthority("site-subresources-ca")
-    crt, key = serving_certificate(ca, "virtops-subresources", "kubevirt")
     (directory / "ca.crt").write_bytes(ca.cert_pem)
-    (directory / "tls.crt").write_bytes(crt)
-    fd = os.open(directory / "tls.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key)
+    write_pair(directory, "tls", *serving_certificate(ca, "virtops-subresources", "kubevirt"))
     return {"cluster_controller_kubeconfig_src": plane.user_kubeconfig("site-controller", "system:virtops:controller"),
             "cluster_controller_tls_cert_src": str(directory / "tls.crt"),
             "cluster_controller_tls_key_src": str(directory / "tls.key"),

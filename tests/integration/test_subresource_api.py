@@ -19,7 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from virtops.api import SubresourceServer, register, serving_certificate, unregister
 from virtops.api.subresources import POWER_STATE
 from virtops.kube import ApiError, KubeClient, path_for
-from virtops.lab.pki import CertificateAuthority
+from virtops.pki import CertificateAuthority
 
 GV = "/apis/subresources.kubevirt.io/v1"
 

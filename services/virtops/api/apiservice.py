@@ -13,7 +13,7 @@ import base64
 import time
 
 from virtops.kube import ConflictError, KubeClient, NotFoundError, path_for
-from virtops.lab.pki import CertificateAuthority
+from virtops.pki import CertificateAuthority
 
 GROUP = "subresources.kubevirt.io"
 VERSION = "v1"

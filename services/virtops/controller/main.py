@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> object:
     from virtops.api.apiservice import register, serving_certificate
     from virtops.api.server import SubresourceServer
-    from virtops.lab.pki import CertificateAuthority
+    from virtops.pki import CertificateAuthority, write_pair
 
     if args.tls_cert_file:  # given by the operator (the cluster role installs them)
         cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
@@ -54,12 +54,8 @@ def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> 
     else:
         ca = CertificateAuthority("virtops-subresources-ca")
         ca_pem = ca.cert_pem
-        cert_pem, key_pem = serving_certificate(ca, "virtops-subresources", args.namespace)
-        cert_file, key_file = state_dir / "api.crt", state_dir / "api.key"
-        cert_file.write_bytes(cert_pem)
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key_pem)
+        cert_file, key_file = write_pair(state_dir, "api", *serving_certificate(ca, "virtops-subresources",
+                                                                                 args.namespace))
     server = SubresourceServer(client, host="127.0.0.1", port=args.api_port, cert_file=str(cert_file),
                                key_file=str(key_file))
     server.start()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from virtops.lab import build, pki
 from virtops.lab.versions import ETCD_VERSION, KUBERNETES_VERSION
+from virtops.pki import write_private
 
 READY_TIMEOUT = 180.0
 # Started in this order, stopped in reverse: nothing ever loses what it depends on.
@@ -504,6 +505,4 @@ class ControlPlane:
             "contexts": [{"name": ctx, "context": {"cluster": ctx, "user": f"{ctx}-{user}"}}],
             "current-context": ctx,
         }
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(config, f, indent=2)  # JSON is valid YAML; no extra dependency
+        write_private(path, json.dumps(config, indent=2).encode())  # JSON is valid YAML; no extra dependency
