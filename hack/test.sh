@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command 2: the whole test suite. Unit tests, ansible-test sanity,
+# README command 2: the whole test suite. ruff, ansible-lint, unit tests, ansible-test sanity,
 # then integration tests against a real lab (kube-apiserver + etcd) and libvirt, then the molecule scenarios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,9 @@ hack/setup.sh
 
 step "Lint (ruff)"
 .venv/bin/ruff check services tests hack   # plugins/ get ansible-test sanity (pylint, py3.8+ rules)
+
+step "ansible-lint (production profile, .ansible-lint)"
+PATH=$PWD/.venv/bin:$PATH .venv/bin/ansible-lint
 
 step "Unit tests"
 .venv/bin/python -m pytest tests/unit -q
