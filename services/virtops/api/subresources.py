@@ -36,6 +36,7 @@ from typing import Any
 
 from virtops.api.status import StatusError, bad_request, conflict, internal, not_found
 from virtops.kube import ApiError, ConflictError, KubeClient, NotFoundError, path_for
+from virtops.kubevirt import run_strategy
 
 POWER_STATE = "virtops.kubevirt.io/power-state"
 KUBEVIRT = "kubevirt.io"
@@ -53,13 +54,6 @@ def is_paused(vmi: Obj) -> bool:
         return intent == "paused"
     conditions = (vmi.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Paused" and c.get("status") == "True" for c in conditions)
-
-
-def run_strategy(vm: Obj) -> str:
-    spec = vm.get("spec") or {}
-    if spec.get("runStrategy"):
-        return spec["runStrategy"]
-    return "Always" if spec.get("running") else "Halted"
 
 
 class Subresources:

@@ -16,18 +16,12 @@ import copy
 import logging
 
 from virtops.kube import ConflictError, KubeClient, NotFoundError, path_for
+from virtops.kubevirt import run_strategy
 
 log = logging.getLogger("virtops.controller.vms")
 
 API = "kubevirt.io/v1"
 FINISHED = ("Succeeded", "Failed")
-
-
-def run_strategy(vm: dict) -> str:
-    spec = vm.get("spec") or {}
-    if "runStrategy" in spec:
-        return spec["runStrategy"]
-    return "Always" if spec.get("running") else "Halted"
 
 
 def desired_action(vm: dict, vmi: dict | None) -> str:

@@ -25,6 +25,23 @@ def test_running_maps_to_always_and_halted():
     assert run_strategy(vm(running=False)) == "Halted"
 
 
+@pytest.mark.parametrize(("spec", "strategy"), [
+    ({"runStrategy": None, "running": True}, "Always"),
+    ({"runStrategy": "", "running": True}, "Always"),
+    ({"runStrategy": None}, "Halted"),
+    ({"runStrategy": ""}, "Halted"),
+    ({"runStrategy": "Manual", "running": True}, "Manual"),
+])
+def test_controller_and_subresource_api_read_a_null_or_empty_run_strategy_alike(spec, strategy):
+    # A null runStrategy is unset, as in KubeVirt: spec.running decides. The controller took the null itself for
+    # the strategy (and did nothing with the VM) where the API answered as for Always.
+    from virtops.api import subresources
+
+    assert run_strategy({"spec": spec}) == strategy
+    assert subresources.run_strategy({"spec": spec}) == strategy
+    assert desired_action({"metadata": {}, "spec": spec}, None) == ("create" if strategy == "Always" else "none")
+
+
 @pytest.mark.parametrize(("strategy", "current", "created", "action"), [
     ("Always", None, False, "create"),
     ("Always", vmi("Succeeded"), True, "replace"),
