@@ -72,7 +72,7 @@ USER_ROLES = ROOT / "roles" / "cluster" / "files" / "rbac"
 
 
 class Kubectl:
-    """kubectl of the lab's own release, bound to one lab's kubeconfig."""
+    """kubectl of the lab's own release (or another lab tool taking --kubeconfig), bound to one lab's kubeconfig."""
 
     def __init__(self, binary: Path, kubeconfig: str) -> None:
         self.binary = str(binary)
@@ -87,7 +87,7 @@ class Kubectl:
             check=False,  # the caller decides; the failure message carries kubectl's stderr
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {proc.stderr}")
+            raise AssertionError(f"{Path(self.binary).name} {' '.join(args)} failed: {proc.stderr}")
         return proc
 
     def __call__(self, *args: str, stdin: str | None = None) -> str:
@@ -110,6 +110,12 @@ def lab():
 @pytest.fixture(scope="session")
 def kubectl(lab) -> Kubectl:
     return Kubectl(Path(lab.state_dir) / "bin" / "kubectl", lab.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def virtctl(lab) -> Kubectl:
+    """KubeVirt's own virtctl (lab/go/virtctl), the client of every subresource test."""
+    return Kubectl(Path(lab.state_dir) / "bin" / "virtctl", lab.kubeconfig)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,10 @@ def test_down_leaves_no_process_port_or_directory(tmp_path):
     assert not Path(info.state_dir).exists()
     assert plane.status() is None
     assert plane.down() is False  # a second down has nothing to do
+
+
+def test_bin_has_kubevirts_own_virtctl_stamped_with_its_release(lab):
+    out = subprocess.run([str(Path(lab.state_dir) / "bin" / "virtctl"), "version", "--client"],
+                         capture_output=True, text=True, check=True).stdout
+    assert 'Client Version: version.Info{GitVersion:"v1.7.0", GitCommit:"50b9b4d0cf1c' in out
+    assert lab.versions["kubevirt"] == "v1.7.0"

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from virtops.lab import build, pki
-from virtops.lab.versions import ETCD_VERSION, KUBERNETES_VERSION
+from virtops.lab.versions import ETCD_VERSION, KUBERNETES_VERSION, KUBEVIRT_VERSION
 from virtops.pki import write_private
 
 READY_TIMEOUT = 180.0
@@ -331,9 +331,10 @@ class ControlPlane:
         started = time.monotonic()
         sd = self.state_dir
         (sd / "logs").mkdir()
-        # kubectl of the lab's own release, for PATH=$STATE_DIR/bin:$PATH
+        # kubectl of the lab's own release and KubeVirt's virtctl, for PATH=$STATE_DIR/bin:$PATH
         (sd / "bin").mkdir()
-        (sd / "bin" / "kubectl").symlink_to(binaries["kubectl"])
+        for tool in ("kubectl", "virtctl"):
+            (sd / "bin" / tool).symlink_to(binaries[tool])
         pki_dir = sd / "pki"
         pki.write_pki(pki_dir)
         ports = {"etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port()}
@@ -345,7 +346,7 @@ class ControlPlane:
             server=server,
             ports=ports,
             pids={},
-            versions={"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION},
+            versions={"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION, "kubevirt": KUBEVIRT_VERSION},
             changed=True,
         )
         self._save(info)  # recorded before anything runs, so down() can always clean up
