@@ -54,8 +54,8 @@ def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> 
     else:
         ca = CertificateAuthority("virtops-subresources-ca")
         ca_pem = ca.cert_pem
-        cert_file, key_file = write_pair(state_dir, "api", *serving_certificate(ca, "virtops-subresources",
-                                                                                 args.namespace))
+        serving = serving_certificate(ca, "virtops-subresources", args.namespace)
+        cert_file, key_file = write_pair(state_dir, "api", *serving)
     server = SubresourceServer(client, host="127.0.0.1", port=args.api_port, cert_file=str(cert_file),
                                key_file=str(key_file))
     server.start()
