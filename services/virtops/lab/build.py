@@ -92,6 +92,7 @@ ETCD = Component(
     ldflags="-s -w",
 )
 
+
 def _kubevirt_ldflags(version: str, commit: str) -> str:
     # Unstamped, every virtctl command fails: "$Format:%h$ is not a valid semver identifier".
     pkg = "kubevirt.io/client-go/version"
