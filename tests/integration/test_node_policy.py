@@ -52,6 +52,9 @@ def test_an_agent_can_neither_relabel_its_vmi_nor_touch_another_nodes(lab, kubec
     assert "may not move" in denied(own, "patch", "vmi", "mine", "--type=merge", "-p",
                                     '{"status": {"nodeName": "policy-b"}}')
     assert denied(own, "label", "vmi", "mine", "probe=own") == ""  # its own VMI, label unchanged: allowed
+    # Its own VMI's spec names the Secrets its node may read: an agent may not add one (or change anything else).
+    assert "may not change the spec" in denied(own, "patch", "vmi", "mine", "--type=merge", "-p", json.dumps(
+        {"spec": {"volumes": [{"name": "ci", "cloudInitNoCloud": {"secretRef": {"name": "someone-elses"}}}]}}))
 
     # A VMI whose label already names another node than its status (made by an admin): no agent writes it.
     kubectl("-n", namespace, "create", "-f", "-", stdin=vmi("split", "policy-a"))

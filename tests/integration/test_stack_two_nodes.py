@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import CRDS, USER_ROLES, Kubectl, wait_until
@@ -69,6 +72,12 @@ def domain_node(ns, name):
         hypervisor.close()
 
 
+def events(kubectl, ns, name):
+    items = json.loads(kubectl("-n", ns, "get", "events", "--field-selector", f"involvedObject.name={name}",
+                               "-o", "json"))["items"]
+    return [e["reason"] for e in sorted(items, key=lambda e: e.get("firstTimestamp") or "")]
+
+
 def create(kubectl, ns, body):
     kubectl("-n", ns, "create", "-f", "-", stdin=json.dumps(body))
 
@@ -120,6 +129,94 @@ def test_vm_run_strategies_with_real_guests(two_nodes):
         conn.close()
     wait_long(lambda: (o := get(kubectl, ns, "vmi", "rerun")) and o["metadata"]["uid"] != first_uid
               and o.get("status", {}).get("phase") == "Running")
+
+
+USER_DATA = "#cloud-config\nhostname: ci-probe\n# marker-4c1f9e: must never leave the ISO\n"
+
+
+def cloud_init_vmi(name, node, source, **spec):
+    body = vmi(name, nodeSelector={"kubernetes.io/hostname": node},
+               volumes=[{"name": "ci", "cloudInitNoCloud": source}], **spec)
+    body["spec"]["domain"]["devices"] = {"disks": [{"name": "ci", "disk": {"bus": "virtio"}}]}
+    return body
+
+
+def secret(name, **data):
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+def test_secrets_on_nodes_only_the_vmis_node_reads_its_secret(two_nodes):
+    """docs/secrets-on-nodes.md on the real API: the Secret a VMI names is readable by its node's identity only,
+    while the VMI lives; the ISO holds the data, nothing else on the node or in the API does."""
+    from virtops.lab import ControlPlane
+
+    info, kubectl, nodes, ns = two_nodes
+    plane = ControlPlane(info.name, info.state_dir)
+    as_node = {n: Kubectl(kubectl.binary, plane.user_kubeconfig(f"probe-{n}", f"system:virtops:node:{n}",
+                                                                "virtops:nodes")) for n in nodes}
+
+    def reads(node, name):
+        proc = as_node[node].run("-n", ns, "get", "secret", name, "-o", "name", check=False)
+        assert proc.returncode == 0 or "forbidden" in proc.stderr.lower(), proc.stderr
+        return proc.returncode == 0
+
+    create(kubectl, ns, secret("ci-user", userdata=USER_DATA))
+    create(kubectl, ns, secret("unrelated", userdata="#cloud-config\n"))
+    assert not reads(nodes[0], "ci-user") and not reads(nodes[1], "ci-user")  # no VMI names it yet
+
+    create(kubectl, ns, cloud_init_vmi("ci", nodes[0], {"secretRef": {"name": "ci-user"}}))
+    wait_long(lambda: status(kubectl, ns, "ci").get("phase") == "Running")
+    assert reads(nodes[0], "ci-user")
+    assert not reads(nodes[1], "ci-user")  # another node's agent: 403
+    assert not reads(nodes[0], "unrelated") and not reads(nodes[1], "unrelated")  # named by no VMI: 403
+    listing = as_node[nodes[0]].run("-n", ns, "get", "secrets", check=False)
+    assert listing.returncode != 0 and "forbidden" in listing.stderr.lower()
+
+    # The ISO: 0600, KubeVirt's volume id and files, read back with xorriso.
+    iso = Path(info.state_dir) / "agents" / nodes[0] / f"{ns}_ci" / "noCloud.iso"
+    assert iso.stat().st_mode & 0o777 == 0o600
+    out = Path(info.state_dir) / "extracted-ci"
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(out)],
+                   capture_output=True, check=True)
+    assert (out / "user-data").read_text() == USER_DATA
+    meta = json.loads((out / "meta-data").read_text())
+    assert meta == {"instance-id": get(kubectl, ns, "vmi", "ci")["metadata"]["uid"], "local-hostname": "ci"}
+    shutil.rmtree(out)
+
+    # User data is nowhere else: not in the domain XML, the VMI, its events, or any lab log.
+    conn = libvirt.open("qemu:///system")
+    try:
+        xml = conn.lookupByName(f"{ns}_ci").XMLDesc(0)
+    finally:
+        conn.close()
+    assert str(iso) in xml and "marker-4c1f9e" not in xml
+    assert "marker-4c1f9e" not in kubectl("-n", ns, "get", "vmi,events", "-o", "json")
+    for log in (Path(info.state_dir) / "logs").glob("*.log"):
+        assert "marker-4c1f9e" not in log.read_text(errors="replace"), log
+
+    kubectl("-n", ns, "delete", "vmi", "ci")
+    wait_long(lambda: not reads(nodes[0], "ci-user"))  # the grant goes with the VMI
+    assert not iso.parent.exists()  # and the ISO with its state directory
+
+
+def test_a_vmi_waits_for_its_missing_secret_and_bad_cloud_init_fails_naming_the_field(two_nodes):
+    _info, kubectl, nodes, ns = two_nodes
+    create(kubectl, ns, cloud_init_vmi("late", nodes[1], {"secretRef": {"name": "late-user"}}))
+    cond = wait_long(lambda: next((c for c in status(kubectl, ns, "late").get("conditions", [])
+                                   if c["type"] == "Synchronized" and c.get("reason") == "SecretUnavailable"), None))
+    assert cond["message"] == "spec.volumes[0].cloudInitNoCloud.secretRef.name: Secret two/late-user not found"
+    assert events(kubectl, ns, "late") == ["Scheduled", "SecretUnavailable"]  # granted in time: no 403 first
+    assert status(kubectl, ns, "late")["phase"] == "Scheduled" and domain_node(ns, "late") is None
+    create(kubectl, ns, secret("late-user", userData="#cloud-config\n"))  # the other key KubeVirt reads
+    wait_long(lambda: status(kubectl, ns, "late").get("phase") == "Running")
+    assert not any(c["type"] == "Synchronized" for c in status(kubectl, ns, "late").get("conditions", []))
+
+    create(kubectl, ns, cloud_init_vmi("bad", nodes[1], {"userDataBase64": "not base64!"}))
+    failed = wait_long(lambda: (s := status(kubectl, ns, "bad")).get("phase") == "Failed" and s)
+    sync = next(c for c in failed["conditions"] if c["type"] == "Synchronized")
+    assert sync["message"] == "spec.volumes[0].cloudInitNoCloud.userDataBase64: is not a valid base64 value"
+    assert domain_node(ns, "bad") is None
+    assert not (Path(_info.state_dir) / "agents" / nodes[1] / f"{ns}_bad").exists()  # nothing half-made
 
 
 def test_a_killed_agent_marks_its_node_and_new_vmis_go_elsewhere(two_nodes):

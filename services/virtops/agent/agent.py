@@ -10,6 +10,7 @@ Names the agent owns (the controller and the subresource API read them):
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import logging
@@ -30,6 +31,7 @@ from virtops.agent.domain import (
     prepare_files,
     status_interfaces,
 )
+from virtops.agent.errors import SecretUnavailableError
 from virtops.agent.metrics import AgentMetrics, InstrumentedHypervisor
 from virtops.kube import ApiError, ConflictError, ForbiddenError, GoneError, KubeClient, NotFoundError, path_for
 from virtops.node.hypervisor import domain_type as detect_domain_type
@@ -54,6 +56,8 @@ FINAL_PHASES = ("Succeeded", "Failed")
 # A booting guest's agent is asked for its address this often, for this long after the VMI started running.
 ADDRESS_POLL_SECONDS = 2.0
 ADDRESS_POLL_WINDOW_SECONDS = 300.0
+SECRET_RETRY_MAX_SECONDS = 30.0
+SECRET_FORBIDDEN_RETRIES = 3  # 0.2 + 0.4 + 0.8 s
 PAUSED_CONDITION = {"type": "Paused", "status": "True", "reason": "PausedByUser",
                     "message": "VMI was paused by user", "lastProbeTime": None}
 OWNED_CONDITIONS = ("Ready", "Paused", "Synchronized", "AgentConnected")
@@ -224,6 +228,9 @@ class NodeAgent:
         # Deleted VMIs whose guest is shutting down: key -> (uid, monotonic deadline for destroying the domain).
         self._deadlines: dict[Key, tuple[str, float]] = {}
         self._deadline_lock = threading.Lock()
+        self._secret_waits: dict[Key, int] = {}  # VMIs waiting for a Secret: tries so far, for the backoff
+        self._secret_retry: set[Key] = set()  # ... and whether a retry timer is pending
+        self._secret_wait_lock = threading.Lock()
         self.metrics.add_gauge("virtops_agent_vmis", "VMIs of this node by phase (from the watch cache).",
                                self._phase_counts)
         self.metrics.add_gauge("virtops_agent_vmis_paused", "VMIs of this node with the Paused condition.",
@@ -468,6 +475,8 @@ class NodeAgent:
         if vmi is None:
             with self._deadline_lock:
                 self._deadlines.pop(key, None)
+            with self._secret_wait_lock:
+                self._secret_waits.pop(key, None)
             if self._ours(name):
                 log.info("VMI %s/%s is gone: removing its domain", *key)
                 self.hypervisor.stop(name, 0)
@@ -536,7 +545,10 @@ class NodeAgent:
         sdir = self.vmi_state_dir(key)
         try:
             plan = plan_domain(vmi, domain_type=self.domain_type, state_dir=sdir, image_store=self.image_store,
-                               node_name=self.node_name)
+                               node_name=self.node_name, read_secret=lambda name: self._read_secret(key[0], name))
+        except SecretUnavailableError as exc:
+            self._wait_for_secret(vmi, exc)
+            return None
         except UnsupportedSpecError as exc:
             self._fail(vmi, exc.field, exc.message)
             return None
@@ -552,8 +564,56 @@ class NodeAgent:
                 shutil.rmtree(sdir, ignore_errors=True)
             self._fail(vmi, "spec", f"the domain did not start: {exc}", reason="SyncFailed")
             return None
+        with self._secret_wait_lock:
+            self._secret_waits.pop(key, None)
         self._event(vmi, "Normal", "Started", "VirtualMachineInstance started.")
         return self.hypervisor.state(name)
+
+    def _read_secret(self, namespace: str, name: str) -> dict[str, bytes]:
+        """A Secret of a VMI of this node, decoded; this node may read only those (docs/secrets-on-nodes.md).
+
+        The controller grants the Secret before it binds the VMI, but kube-apiserver's RBAC cache may lag the
+        Role by a moment: a 403 is asked again a few times before it counts."""
+        path = path_for("v1", "secrets", namespace, name)
+        for attempt in range(SECRET_FORBIDDEN_RETRIES + 1):
+            try:
+                secret = self.client.get(path)
+                break
+            except ForbiddenError:
+                if attempt == SECRET_FORBIDDEN_RETRIES or self.stop_event.wait(0.2 * 2**attempt):
+                    raise
+        return {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+
+    def _wait_for_secret(self, vmi: Obj, exc: SecretUnavailableError) -> None:
+        """Not started: a Secret it needs cannot be read (yet). The condition names the field and is written,
+        with its event, only when the reason changes. Tried again after 1, 2, 4 ... s (at most 30 s): an
+        agent may not watch Secrets, and a Secret often comes a moment after its VMI."""
+        key = _key(vmi)
+        with self._secret_wait_lock:
+            pending = key in self._secret_retry
+            tries = self._secret_waits[key] = self._secret_waits.get(key, 0) + 1
+            self._secret_retry.add(key)
+        if not pending:  # one timer per VMI: resyncs and events come here too
+
+            def fire() -> None:
+                with self._secret_wait_lock:
+                    self._secret_retry.discard(key)
+                self.queue.add(key)
+
+            timer = threading.Timer(min(2.0 ** (tries - 1), SECRET_RETRY_MAX_SECONDS), fire)
+            timer.daemon = True
+            timer.start()
+        text = f"{exc.field}: {exc.message}"
+        status = vmi.get("status") or {}
+        old = _condition(status, "Synchronized") or {}
+        if old.get("reason") == "SecretUnavailable" and old.get("message") == text:
+            return
+        log.warning("VMI %s/%s waits for a Secret: %s", *_key(vmi), text)
+        conditions = [c for c in _conditions(status) if c.get("type") != "Synchronized"] + [{
+            "type": "Synchronized", "status": "False", "reason": "SecretUnavailable", "message": text,
+            "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}]
+        if self._patch(vmi, {"status": {"conditions": conditions}}) is not None:
+            self._event(vmi, "Warning", "SecretUnavailable", text)
 
     def _finalize(self, vmi: Obj) -> None:
         key = _key(vmi)

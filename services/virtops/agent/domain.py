@@ -30,6 +30,8 @@ from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
 from typing import Any
 
+from virtops.agent.cloudinit import CloudInitDisk, ReadSecret, cloud_init_disk, cloud_init_volumes, write_iso
+from virtops.agent.errors import UnsupportedSpecError
 from virtops.quantity import parse_quantity
 
 METADATA_NS = "https://virtops.dev/agent"
@@ -38,19 +40,10 @@ METADATA_PREFIX = "virtops"
 _MACHINE = re.compile(r"^(q35|pc|pc-q35-[0-9.]+|pc-i440fx-[0-9.]+)$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 _BUSES = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
-_SUPPORTED_VOLUMES = ("containerDisk", "emptyDisk")
+_SUPPORTED_VOLUMES = ("containerDisk", "emptyDisk", "cloudInitNoCloud", "cloudInitConfigDrive")
 _UNSUPPORTED_DEVICES = ("gpus", "hostDevices", "filesystems", "watchdog", "tpm")
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 _KERNEL_BOOT = "spec.domain.firmware.kernelBoot"
-
-
-class UnsupportedSpecError(Exception):
-    """The VMI asks for something this node cannot provide; ``field`` is the spec path at fault."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.message = message
-        super().__init__(f"{field}: {message}")
 
 
 def domain_name(namespace: str, name: str) -> str:
@@ -63,13 +56,14 @@ def image_file_name(image: str) -> str:
 
 @dataclass
 class DiskFile:
-    """A file the domain needs before it starts: an overlay on an image, an empty disk, or a copy
-    (``copy_of``: a kernel boot's kernel or initrd)."""
+    """A file the domain needs before it starts: an overlay on an image, an empty disk, a copy
+    (``copy_of``: a kernel boot's kernel or initrd), or a cloud-init ISO (``cloud_init``)."""
 
     path: Path
     backing: Path | None = None
     size_bytes: int = 0
     copy_of: Path | None = None
+    cloud_init: CloudInitDisk | None = None
 
 
 @dataclass
@@ -212,20 +206,19 @@ def _kernel_boot(spec: dict[str, Any], state_dir: Path, image_store: Path) -> Ke
     return KernelBoot(kernel=state_dir / "kernel", initrd=initrd, cmdline=args, files=files)
 
 
-def _disks(spec: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[list[dict[str, Any]], list[DiskFile]]:
+def _disks(vmi: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[list[dict[str, Any]], list[DiskFile]]:
+    spec = vmi.get("spec") or {}
     volumes = spec.get("volumes") or []
     by_name: dict[str, tuple[int, dict[str, Any]]] = {}
     for i, volume in enumerate(volumes):
         kinds = [k for k in volume if k != "name"]
         for kind in kinds:
-            if kind == "cloudInitNoCloud" or kind == "cloudInitConfigDrive":
-                raise UnsupportedSpecError(f"spec.volumes[{i}].{kind}",
-                                           "cloud-init disks are not supported yet (no ISO tool on this node)")
             if kind not in _SUPPORTED_VOLUMES:
                 raise UnsupportedSpecError(f"spec.volumes[{i}].{kind}", f"volume type {kind!r} is not supported "
                                            f"on this node (supported: {', '.join(_SUPPORTED_VOLUMES)})")
         by_name[volume.get("name", "")] = (i, volume)
     devices = (spec.get("domain") or {}).get("devices") or {}
+    cloud_init_names = {(volumes[found[0]] or {}).get("name", "") for found in cloud_init_volumes(spec)}
     disks: list[dict[str, Any]] = []
     files: list[DiskFile] = []
     used: dict[str, int] = {}
@@ -233,18 +226,25 @@ def _disks(spec: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[li
         name = disk.get("name", "")
         if name not in by_name:
             raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}].name", f"no volume named {name!r}")
+        v, volume = by_name[name]
         kind = next((k for k in ("disk", "cdrom", "lun") if k in disk), "disk")
-        if kind != "disk":
-            raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}].{kind}", f"{kind} disks are not supported")
-        bus = (disk.get("disk") or {}).get("bus", "virtio")
-        if bus not in _BUSES:
-            raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}].disk.bus", f"bus {bus!r} is not supported")
+        is_cloud_init = name in cloud_init_names
+        if kind != "disk" and not (kind == "cdrom" and is_cloud_init):
+            raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}].{kind}", f"{kind} disks are not supported"
+                                       + (" (a cdrom only for a cloud-init volume)" if kind == "cdrom" else ""))
+        bus = (disk.get(kind) or {}).get("bus", "sata" if kind == "cdrom" else "virtio")
+        if bus not in _BUSES or (kind == "cdrom" and bus == "virtio"):
+            raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}].{kind}.bus", f"bus {bus!r} is not supported"
+                                       + (" for a cdrom (sata or scsi)" if kind == "cdrom" else ""))
         prefix = _BUSES[bus]
         index = used.get(prefix, 0)
         used[prefix] = index + 1
         target = prefix + "abcdefghijklmnopqrstuvwxyz"[index]
-        v, volume = by_name[name]
         path = state_dir / f"disk-{name}.qcow2"
+        if is_cloud_init:  # its path comes with the cloud-init disk, below
+            disks.append({"path": None, "bus": bus, "target": target, "boot": disk.get("bootOrder"),
+                          "format": "raw", "device": kind, "cloud_init": name})
+            continue
         if "containerDisk" in volume:
             image = (volume["containerDisk"] or {}).get("image", "")
             found = _find_image(image, image_store) if image else None
@@ -262,16 +262,30 @@ def _disks(spec: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[li
             if size <= 0:
                 raise UnsupportedSpecError(f"spec.volumes[{v}].emptyDisk.capacity", "a positive capacity is required")
             files.append(DiskFile(path=path, size_bytes=int(size.to_integral_value(ROUND_CEILING))))
-        disks.append({"path": path, "bus": bus, "target": target, "boot": disk.get("bootOrder")})
+        disks.append({"path": path, "bus": bus, "target": target, "boot": disk.get("bootOrder"),
+                      "format": "qcow2", "device": "disk"})
     return disks, files
 
 
+def _cloud_init(vmi: dict[str, Any], disks: list[dict[str, Any]], files: list[DiskFile], state_dir: Path,
+                read_secret: ReadSecret | None) -> None:
+    """The cloud-init ISO and its disks' path. Called once every other field passed: a Secret is read last."""
+    cloud_init = cloud_init_disk(vmi, state_dir, read_secret)
+    if cloud_init is None:
+        return
+    attached = [d for d in disks if d.get("cloud_init") == cloud_init.volume]
+    for disk in attached:
+        disk["path"] = cloud_init.path
+    if attached:  # KubeVirt, too, makes no ISO for a cloud-init volume without a disk
+        files.append(DiskFile(path=cloud_init.path, cloud_init=cloud_init))
+
+
 def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image_store: Path,
-                node_name: str | None = None) -> DomainPlan:
+                node_name: str | None = None, read_secret: ReadSecret | None = None) -> DomainPlan:
     """Validate the whole spec first (nothing is created), then describe the domain and its files.
 
     ``node_name`` goes into the metadata marker (default: status.nodeName); an agent only touches
-    domains whose marker names its node.
+    domains whose marker names its node. ``read_secret`` reads the Secrets a cloud-init volume names.
     """
     meta = vmi.get("metadata") or {}
     spec = vmi.get("spec") or {}
@@ -286,10 +300,11 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
         raise UnsupportedSpecError("spec.domain.machine.type", f"machine type {machine!r} is not supported "
                                    "(q35, pc, pc-q35-*, pc-i440fx-*)")
     interfaces = _interfaces(spec)
-    disks, files = _disks(spec, state_dir, image_store)
+    disks, files = _disks(vmi, state_dir, image_store)
     kernel_boot = _kernel_boot(spec, state_dir, image_store)
     if kernel_boot is not None:
         files = kernel_boot.files + files
+    _cloud_init(vmi, disks, files, state_dir, read_secret)
 
     ET.register_namespace(METADATA_PREFIX, METADATA_NS)
     root = ET.Element("domain", type=domain_type)
@@ -320,10 +335,12 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
     ET.SubElement(root, "on_crash").text = "destroy"
     devices = ET.SubElement(root, "devices")
     for disk in disks:
-        el = ET.SubElement(devices, "disk", type="file", device="disk")
-        ET.SubElement(el, "driver", name="qemu", type="qcow2")
+        el = ET.SubElement(devices, "disk", type="file", device=disk["device"])
+        ET.SubElement(el, "driver", name="qemu", type=disk["format"])
         ET.SubElement(el, "source", file=str(disk["path"]))
         ET.SubElement(el, "target", dev=disk["target"], bus=disk["bus"])
+        if disk["device"] == "cdrom":
+            ET.SubElement(el, "readonly")
         if disk["boot"]:
             ET.SubElement(el, "boot", order=str(disk["boot"]))
     for iface in interfaces:
@@ -344,10 +361,10 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
 
 
 def domain_xml(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image_store: Path,
-               node_name: str | None = None) -> str:
+               node_name: str | None = None, read_secret: ReadSecret | None = None) -> str:
     """The libvirt domain XML of a VMI; raises UnsupportedSpecError naming the field at fault."""
     return plan_domain(vmi, domain_type=domain_type, state_dir=state_dir, image_store=image_store,
-                       node_name=node_name).xml
+                       node_name=node_name, read_secret=read_secret).xml
 
 
 def interface_names(vmi: dict[str, Any]) -> list[str]:
@@ -395,6 +412,9 @@ def prepare_files(plan: DomainPlan, state_dir: Path) -> None:
     state_dir.chmod(0o755)  # qemu runs as its own user under qemu:///system
     for disk in plan.files:
         if disk.path.exists():
+            continue
+        if disk.cloud_init is not None:
+            write_iso(disk.cloud_init)
             continue
         if disk.copy_of is not None:
             tmp = disk.path.with_name(disk.path.name + ".tmp")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from virtops.controller.scheduling import Node, choose_node
+from virtops.controller.secrets import NodeSecretAccess
 from virtops.controller.vms import VmReconciler
 from virtops.kube import ConflictError, GoneError, KubeClient, NotFoundError, path_for
 from virtops.quantity import parse_quantity
@@ -139,9 +140,12 @@ class Controller:
         self.vmis: dict[tuple[str, str], dict] = {}
         self.vms: dict[tuple[str, str], dict] = {}
         self.vm_reconciler = VmReconciler(client)
+        self.node_secrets = NodeSecretAccess(client)
+        self._secrets_sync_queued = False
         self.nodes: dict[str, Node] = {}
         self.lock = threading.Lock()
-        # Items are ("vmi" | "vm", namespace, name); one worker, so one object is never handled twice at once.
+        # Items are ("vmi" | "vm", namespace, name) or ("secrets", "", ""); one worker, so one object is never
+        # handled twice at once.
         self.queue: queue.Queue[tuple[str, str, str]] = queue.Queue()
         self.threads: list[threading.Thread] = []
 
@@ -155,6 +159,7 @@ class Controller:
             self.queue.put(("vmi", *key))
         for key in owners:
             self.queue.put(("vm", *key))
+        self._queue_secrets_sync()  # a VMI came, was bound, ended or went: its node's Secrets follow
 
     def _on_vm(self, kind: str, obj: dict) -> None:
         with self.lock:
@@ -209,9 +214,18 @@ class Controller:
                 self._patch_status(path, version, vmi, {"phase": "Pending"}, cond)
                 self._event(vmi, "Warning", "FailedScheduling", why)
                 return
+            try:  # the node may read the VMI's Secrets before it sees the VMI
+                self.node_secrets.grant(vmi, node, [v for v in self._vmi_list() if key_of(v) != key])
+            except Exception as exc:  # noqa: BLE001 - not bound now; tried again soon
+                self.node_secrets.forget(vmi)
+                log.warning("not binding %s/%s to %s yet: its node cannot be let read its Secrets: %s",
+                            ns, name, node, exc)
+                self._retry(("vmi", ns, name))
+                return
             self._patch_status(path, version, vmi, {"phase": "Scheduling"}, None)
             fresh = self.client.get(path)
             if fresh.get("status", {}).get("phase") != "Scheduling" or fresh.get("status", {}).get("nodeName"):
+                self.node_secrets.forget(vmi)
                 return  # someone else moved it on meanwhile (deleted, failed, bound): never overwrite that
             labels = dict(fresh["metadata"].get("labels") or {}, **{NODE_LABEL: node})
             status = dict(fresh.get("status") or {})
@@ -228,11 +242,40 @@ class Controller:
             self._event(vmi, "Normal", "Scheduled", f"VirtualMachineInstance scheduled to node {node}")
             log.info("scheduled %s/%s to %s", ns, name, node)
         except (ConflictError, NotFoundError):
-            pass  # changed or gone meanwhile: the watch brings the new version
+            self.node_secrets.forget(vmi)  # changed or gone meanwhile: the watch brings the new version
         except Exception as exc:  # noqa: BLE001
+            self.node_secrets.forget(vmi)
             if "test operation" in str(exc) or getattr(exc, "status", 0) == 422:
                 return
             log.exception("scheduling %s/%s failed", ns, name)
+
+    def _vmi_list(self) -> list[dict]:
+        with self.lock:
+            return list(self.vmis.values())
+
+    def _retry(self, item: tuple[str, str, str], seconds: float = 1.0) -> None:
+        timer = threading.Timer(seconds, self.queue.put, (item,))
+        timer.daemon = True
+        timer.start()
+
+    def _queue_secrets_sync(self) -> None:
+        """At most one pending sync: it reads the whole cache anyway."""
+        with self.lock:
+            if self._secrets_sync_queued:
+                return
+            self._secrets_sync_queued = True
+        self.queue.put(("secrets", "", ""))
+
+    def sync_node_secrets(self) -> None:
+        with self.lock:
+            self._secrets_sync_queued = False
+        try:
+            ok = self.node_secrets.sync(self._vmi_list())
+        except Exception as exc:  # noqa: BLE001 - e.g. no RBAC to list Roles yet: the worker must go on
+            log.warning("cannot read the nodes' Secret Roles: %s", exc)
+            ok = False
+        if not ok:
+            self._retry(("secrets", "", ""), 2.0)
 
     @staticmethod
     def _condition(vmi: dict, ctype: str) -> dict:
@@ -305,6 +348,8 @@ class Controller:
                 return
             if kind == "vm":
                 self.reconcile_vm((ns, name))
+            elif kind == "secrets":
+                self.sync_node_secrets()
             else:
                 self.reconcile((ns, name))
 
