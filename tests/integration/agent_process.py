@@ -16,6 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -238,22 +239,31 @@ class AgentLab:
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
-def restart_libvirtd() -> None:
-    """Restart the host's libvirtd, briefly (other tests on this host use it too); its guests keep running."""
-    if Path("/run/systemd/system").is_dir():
-        subprocess.run(["systemctl", "restart", "libvirtd"], check=True)
+def restart_libvirtd(kill: bool = False, while_down: Callable[[], None] | None = None) -> None:
+    """Restart the host's libvirtd, briefly (other tests on this host use it too); its guests keep running.
+
+    ``kill``: SIGKILL it (a crash) instead of asking it to stop; ``while_down`` runs before it starts again.
+    """
+    systemd = Path("/run/systemd/system").is_dir()
+    if systemd:
+        subprocess.run(["systemctl", "kill", "--signal=SIGKILL", "libvirtd"] if kill else
+                       ["systemctl", "stop", "libvirtd"], check=True)
     else:
         # hack/libvirt-up.sh starts it as `libvirtd -d` where there is no systemd: the same here.
         pid = int(Path("/run/libvirtd.pid").read_text().strip())
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
         try:
             wait_until(lambda: _proc_state(pid) == "Z", attempts=500, delay=0.02)
         except AssertionError:  # a libvirtd stuck in a call does not finish its shutdown; its guests survive this
             os.kill(pid, signal.SIGKILL)
             wait_long(lambda: _proc_state(pid) == "Z", delay=0.02)
-        subprocess.run(["libvirtd", "-d"], check=True)
-    wait_long(lambda: subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True,
-                                     check=False).returncode == 0)
+    try:
+        if while_down is not None:
+            while_down()
+    finally:
+        subprocess.run(["systemctl", "restart", "libvirtd"] if systemd else ["libvirtd", "-d"], check=True)
+        wait_long(lambda: subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True,
+                                         check=False).returncode == 0)
 
 
 def _proc_state(pid: int) -> str:

@@ -187,9 +187,10 @@ class ControlPlane:
             shutil.rmtree(self.state_dir, ignore_errors=True)
         return existed or info is not None
 
-    def restart(self, component: str, while_down: Callable[[], None] | None = None) -> LabInfo:
+    def restart(self, component: str, while_down: Callable[[], None] | None = None, kill: bool = False) -> LabInfo:
         """Stop one running component and start it again with the same command line (for fault tests).
 
+        ``kill`` stops it with SIGKILL instead of SIGTERM (a crash: no clean-up of its own).
         ``while_down`` runs between the stop and the start. The component starts again even when
         ``while_down`` raises (its error is raised after the start), so one failed fault test does not
         leave the lab without its API server for the tests after it. The API server is awaited until
@@ -200,6 +201,8 @@ class ControlPlane:
         if info is None or entry is None or _start_ticks(entry["pid"]) != entry["ticks"]:
             raise LabError(f"{component} is not running in lab {self.name!r}")
         argv = Path(f"/proc/{entry['pid']}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        if kill:
+            os.kill(entry["pid"], signal.SIGKILL)
         self._stop(component, entry["pid"], entry["ticks"])
         try:
             if while_down is not None:
