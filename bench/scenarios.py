@@ -195,14 +195,19 @@ def raw_power(lab: Lab, cfg: Config, lines: list[Line], events: LibvirtEvents, w
 def declare(lab: Lab, cfg: Config, lines: list[Line]) -> None:
     n = cfg.declared
     floor = ("ansible.builtin.ping loop (Ansible's floor)", "declare_floor.yml")
-    tools = [("virtops.kubevirt.vmi", "declare_vmi.yml"), (K8S, "declare_k8s.yml"), floor]
+    ours_batch, k8s_batch = "virtops.kubevirt.vmi, one batch task", f"{K8S}, one batch task"
+    loops = [("virtops.kubevirt.vmi", "declare_vmi.yml"), (K8S, "declare_k8s.yml")]
+    batches = [(ours_batch, "declare_vmi_batch.yml"), (k8s_batch, "declare_k8s_batch.yml")]
+    tools = [*loops, floor, *batches]
+    declaring = loops + batches
     spaces = {label: lab.namespace(f"declare-{i}") for i, (label, _p) in enumerate(tools)}
     vmis = [tiny_vmi(f"vmi-{i:03d}", node_selector=NOWHERE) for i in range(n)]
-    first = {label: [] for label, _p in tools[:2]}
+    first = {label: [] for label, _p in declaring}
     wall = {label: [] for label, _p in tools}
+    task_time = {label: [] for label, _p in tools}
     rate = {label: [] for label, _p in tools}
     changed_seen: dict[str, int] = {}
-    for label, playbook in tools[:2]:
+    for label, playbook in declaring:
         run = run_playbook(playbook, dict(_common(lab, spaces[label]), vmis=vmis), label=label)
         first[label].append(run.wall)
         say(f"declare first run: {label}: {run.wall:.1f}s changed={run.recap.get('changed')}")
@@ -211,16 +216,31 @@ def declare(lab: Lab, cfg: Config, lines: list[Line]) -> None:
             run = run_playbook(playbook, dict(_common(lab, spaces[label]), vmis=vmis), label=label)
             wall[label].append(run.wall)
             task = run.task("Declare")
-            rate[label].append(task["items"] / (task["end"] - task["start"]))
+            task_time[label].append(task["end"] - task["start"])
+            rate[label].append(n / task_time[label][-1])
             if run.recap.get("changed"):
                 changed_seen[label] = run.recap["changed"]
-            say(f"declare no-op: {label}: {run.wall:.1f}s, {rate[label][-1]:.1f} tasks/s")
+            say(f"declare no-op: {label}: {run.wall:.1f}s, task {task_time[label][-1]:.2f}s")
     note = "second runs reported changed=0" if not changed_seen else f"NOT idempotent: changed {changed_seen}"
+    loop_labels = [label for label, _p in loops] + [floor[0]]
+
+    def only(series: dict, labels: list[str]) -> dict:
+        return {label: series[label] for label in labels}
+
     lines.append(Line("3 no-op", f"first run: create {n} declared VMIs (ansible-playbook wall)", "s", first))
-    lines.append(Line("3 no-op", f"no-op second run, {n} declared VMIs (ansible-playbook wall)", "s", wall,
-                      note=note, target="ours ≥ 2× faster than k8s", references=[floor[0]]))
-    lines.append(Line("3 no-op", f"no-op second run, {n} declared VMIs (loop items per second)", "tasks/s", rate,
-                      higher_is_better=True, note=note, references=[floor[0]]))
+    lines.append(Line("3 no-op", f"no-op second run, {n} declared VMIs (ansible-playbook wall)", "s",
+                      only(wall, loop_labels), note=note, target="ours ≥ 2× faster than k8s",
+                      references=[floor[0]]))
+    lines.append(Line("3 no-op", f"no-op second run, {n} declared VMIs (loop items per second)", "tasks/s",
+                      only(rate, loop_labels), higher_is_better=True, note=note, references=[floor[0]]))
+    # The batch line: one task with the whole list, next to the loops (references: the same objects, n tasks).
+    batch_labels = [ours_batch, k8s_batch] + [label for label, _p in loops]
+    loop_refs = [label for label, _p in loops]
+    lines.append(Line("3 no-op", f"no-op second run, {n} declared VMIs as one batch task (task)", "s",
+                      only(task_time, batch_labels), note=note + "; the loops' task is the whole loop",
+                      target="ours ≥ 3× faster than k8s's batch", references=loop_refs))
+    lines.append(Line("3 no-op", f"no-op second run, {n} declared VMIs as one batch task (ansible-playbook wall)",
+                      "s", only(wall, batch_labels), note=note, references=loop_refs))
 
 
 # --- 4. list ------------------------------------------------------------------------------------------
@@ -229,12 +249,12 @@ def listing(lab: Lab, cfg: Config, lines: list[Line]) -> None:
     ns = lab.namespace(f"list-{n}")
     say(f"creating {n} VMIs to list (no node runs them)")
     lab.create_many(ns, [tiny_vmi(f"vmi-{i:04d}", node_selector=NOWHERE) for i in range(n)])
-    # The last one is a diagnosis, not a peer: kubevirt.core hides metadata.managedFields by default, which
-    # halves the result that Ansible has to carry; ours with the same hidden field shows what that is worth.
-    hidden = "virtops.kubevirt.vmi_info hidden_fields=[metadata.managedFields]"
+    # The last one is a reference, not a peer: ours with hidden_fields: [] returns whole objects, managedFields
+    # included (about twice the bytes), as k8s_info does; the default leaves them out, as kubevirt.core does.
+    whole = "virtops.kubevirt.vmi_info hidden_fields=[] (whole objects)"
     tools = [("virtops.kubevirt.vmi_info", "list_vmi.yml", {}), ("kubernetes.core.k8s_info", "list_k8s.yml", {}),
              ("kubevirt.core.kubevirt_vmi_info", "list_kubevirt.yml", {}),
-             (hidden, "list_vmi.yml", {"hidden": ["metadata.managedFields"]})]
+             (whole, "list_vmi.yml", {"hidden": []})]
     task = {label: [] for label, _p, _e in tools}
     wall = {label: [] for label, _p, _e in tools}
     for rep in range(cfg.reps + 2):
@@ -243,9 +263,9 @@ def listing(lab: Lab, cfg: Config, lines: list[Line]) -> None:
             task[label].append(run.seconds("List"))
             wall[label].append(run.wall)
             say(f"list {n}: {label}: task {task[label][-1]:.2f}s, playbook {run.wall:.2f}s")
-    lines.append(Line("4 list", f"list {n} VMIs (task)", "s", task, target="ours no slower than k8s_info",
-                      references=[hidden]))
-    lines.append(Line("4 list", f"list {n} VMIs (ansible-playbook wall)", "s", wall, references=[hidden]))
+    lines.append(Line("4 list", f"list {n} VMIs (task)", "s", task, target="ours no slower than any peer",
+                      references=[whole]))
+    lines.append(Line("4 list", f"list {n} VMIs (ansible-playbook wall)", "s", wall, references=[whole]))
 
 
 # --- 5. one node, many VMIs ------------------------------------------------------------------------------

@@ -149,3 +149,24 @@ def namespace(kubectl):
     kubectl("create", "namespace", name)
     yield name
     kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def stack_lab():
+    """A lab of its own with our controller (VMs → VMIs, the subresource API) and one node agent (lab-node-1) on
+    this host's libvirt, shared by the session's VM module and inventory tests: (info, kubectl)."""
+    from virtops.lab import ControlPlane
+
+    plane = ControlPlane(f"stack-{os.getpid()}", stack=True, nodes=1)
+    info = plane.up()
+    kubectl = Kubectl(Path(info.state_dir) / "bin" / "kubectl", info.kubeconfig)
+    kubectl("apply", "--server-side", "-f", str(CRDS), "-f", str(USER_ROLES))
+    kubectl("wait", "--for=condition=Established", "crd/virtualmachineinstances.kubevirt.io",
+            "crd/virtualmachines.kubevirt.io", "--timeout=60s")
+    available = "jsonpath={.status.conditions[?(@.type=='Available')].status}"
+    wait_until(lambda: kubectl.run("get", "apiservice", "v1.subresources.kubevirt.io", "-o", available,
+                                   check=False).stdout == "True", attempts=600, delay=0.1)
+    try:
+        yield info, kubectl
+    finally:
+        plane.down()

@@ -99,3 +99,33 @@ options:
     type: int
     default: 120
 """
+
+    DELETE = r"""
+options:
+  delete_options:
+    description:
+      - Options for the delete of O(state=absent). The camelCase names of C(kubevirt.core.kubevirt_vm) work too.
+    type: dict
+    suboptions:
+      grace_period_seconds:
+        description:
+          - Seconds the guest gets to shut down. KubeVirt's default is the VMI's C(terminationGracePeriodSeconds) (30).
+        type: int
+        aliases: [gracePeriodSeconds]
+      propagation_policy:
+        description: How dependents (a VM's VMI) are deleted.
+        type: str
+        choices: [Foreground, Background, Orphan]
+        aliases: [propagationPolicy]
+      preconditions:
+        description: Delete only if the live object still matches.
+        type: dict
+        suboptions:
+          uid:
+            description: The object's C(metadata.uid).
+            type: str
+          resource_version:
+            description: The object's C(metadata.resourceVersion).
+            type: str
+            aliases: [resourceVersion]
+"""

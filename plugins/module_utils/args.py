@@ -56,6 +56,33 @@ WAIT_ARG_SPEC = dict(
 )
 
 
+DELETE_ARG_SPEC = dict(
+    delete_options=dict(type="dict", options=dict(
+        grace_period_seconds=dict(type="int", aliases=["gracePeriodSeconds"]),
+        propagation_policy=dict(type="str", choices=["Foreground", "Background", "Orphan"],
+                                aliases=["propagationPolicy"]),
+        preconditions=dict(type="dict", options=dict(
+            uid=dict(type="str"), resource_version=dict(type="str", aliases=["resourceVersion"]))),
+    )),
+)
+
+# The options every info module has (kubevirt.core's names); doc: each module documents them for its kind.
+INFO_ARG_SPEC = dict(
+    name=dict(type="str"),
+    namespace=dict(type="str"),
+    label_selectors=dict(type="list", elements="str", default=[]),
+    field_selectors=dict(type="list", elements="str", default=[]),
+)
+
+
+def delete_spec():
+    return copy.deepcopy(DELETE_ARG_SPEC)
+
+
+def info_spec():
+    return copy.deepcopy(INFO_ARG_SPEC)
+
+
 def auth_spec():
     return copy.deepcopy(AUTH_ARG_SPEC)
 

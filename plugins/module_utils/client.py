@@ -285,7 +285,7 @@ def _bypass_proxy(host, no_proxy):
 class KubeClient:
     """Minimal JSON client for the Kubernetes REST API."""
 
-    def __init__(self, settings, timeout=DEFAULT_TIMEOUT, user_agent="virtops.kubevirt"):
+    def __init__(self, settings, timeout=DEFAULT_TIMEOUT, user_agent="virtops.kubevirt", max_connections=4):
         if not HAS_URLLIB3:
             raise KubeVirtOpsError("urllib3 is required: {0}".format(URLLIB3_IMPORT_ERROR))
         self.settings = settings
@@ -298,7 +298,7 @@ class KubeClient:
             self.headers.update(urllib3.make_headers(basic_auth=settings.username + ":" + settings.password))
         if settings.impersonate_user:
             self.headers["Impersonate-User"] = settings.impersonate_user
-        pool_args = dict(num_pools=2, maxsize=4, retries=False)
+        pool_args = dict(num_pools=2, maxsize=max_connections, retries=False)
         if self.host.startswith("https"):
             pool_args.update(
                 cert_reqs="CERT_REQUIRED" if settings.verify else "CERT_NONE",

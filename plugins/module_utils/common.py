@@ -18,6 +18,7 @@ from ansible_collections.virtops.kubevirt.plugins.module_utils.client import (
     resolve_settings,
 )
 from ansible_collections.virtops.kubevirt.plugins.module_utils.errors import (
+    BatchError,
     KubeVirtOpsError,
     WaitTimeoutError,
 )
@@ -30,17 +31,23 @@ def check_requirements(module):
         module.fail_json(msg=missing_required_lib("PyYAML"))
 
 
-def client_for(module):
+def client_for(module, connections=None):
     """A KubeClient from the module's auth options (settings errors name the option)."""
     settings = resolve_settings(auth_params(module.params))
-    return KubeClient(settings, user_agent="virtops.kubevirt/" + module._name.split(".")[-1])
+    extra = {"max_connections": connections} if connections else {}
+    return KubeClient(settings, user_agent="virtops.kubevirt/" + module._name.split(".")[-1], **extra)
 
 
-def run(module, action):
-    """Run ``action(client)`` and exit with its result, or fail with one clear message."""
+def run(module, action, connections=None):
+    """Run ``action(client)`` and exit with its result, or fail with one clear message.
+
+    ``connections``: how many requests the action may have in flight at once (a batch's concurrency).
+    """
     check_requirements(module)
     try:
-        result = action(client_for(module))
+        result = action(client_for(module, connections))
+    except BatchError as exc:
+        module.fail_json(msg=str(exc), changed=exc.changed, results=exc.results)
     except WaitTimeoutError as exc:
         module.fail_json(msg=str(exc), last_seen=exc.last_seen or {})
     except KubeVirtOpsError as exc:

@@ -50,11 +50,16 @@ def normalize(obj, hidden_fields=None):
 
 
 def hide(obj, hidden_fields):
-    """The object with hidden_fields removed (volatile metadata kept: users read it)."""
+    """A copy of the object with hidden_fields removed (volatile metadata kept: users read it)."""
     if obj is None or not hidden_fields:
         return obj
-    obj = copy.deepcopy(obj)
-    for path in hidden_fields:
+    return remove_fields(copy.deepcopy(obj), hidden_fields)
+
+
+def remove_fields(obj, hidden_fields):
+    """hidden_fields removed from the object itself, for objects the caller owns (a list just read):
+    no copy, which on 1,000 objects is most of the cost of hiding."""
+    for path in hidden_fields or []:
         remove_path(obj, path)
     return obj
 

@@ -111,3 +111,12 @@ def failure_message(verb, kind, namespace, name, error):
     if isinstance(error, ForbiddenError):
         text += " (RBAC denied this request; grant the verb on that resource, e.g. bind kubevirt.io:edit)"
     return text
+
+
+class BatchError(KubeVirtOpsError):
+    """Some objects of a batch failed; ``results`` has one entry per object, failed or not."""
+
+    def __init__(self, message, results, changed):
+        self.results = results
+        self.changed = changed
+        super(BatchError, self).__init__(message)

@@ -75,50 +75,111 @@ def summarize(obj):
     }
 
 
+class Kind:
+    """A KubeVirt kind the modules manage: its names and the API versions it is served at."""
+
+    def __init__(self, kind, plural, api_versions, result_key):
+        self.kind = kind
+        self.plural = plural
+        self.api_versions = api_versions
+        self.default_api_version = api_versions[0]
+        self.result_key = result_key  # the key of the object in a module result: vmi, vm
+
+    def collection_path(self, namespace=None, api_version=None):
+        return resource_path(api_version or self.default_api_version, self.plural, namespace)
+
+    def object_path(self, namespace, name, api_version=None, subresource=None):
+        return resource_path(api_version or self.default_api_version, self.plural, namespace, name, subresource)
+
+
+VMI = Kind(KIND, PLURAL, API_VERSIONS, "vmi")
+
+
 def _load_yaml(text, field):
+    """The non-empty documents of a YAML text, each a mapping."""
     if yaml is None:
         raise KubeVirtOpsError("PyYAML is required to parse {0}".format(field))
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        # The C loader when PyYAML has it: a batch file of many objects parses several times faster.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        docs = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     except yaml.YAMLError as exc:
         raise DefinitionError("{0}: not valid YAML: {1}".format(field, exc))
-    if len(docs) != 1:
-        raise DefinitionError("{0}: expected exactly one YAML document, got {1}".format(field, len(docs)))
-    if not isinstance(docs[0], dict):
-        raise DefinitionError("{0}: expected a mapping (a Kubernetes object)".format(field))
-    return docs[0]
+    if not docs:
+        raise DefinitionError("{0}: no YAML document in it".format(field))
+    return docs
 
 
-def build_definition(definition=None, src=None, name=None, namespace=None, labels=None, annotations=None,
-                     spec=None, api_version=None, default_namespace="default", need_spec=True):
-    """The VMI the user wants, from definition, src or the individual options; validated."""
+def _raw_documents(definition, src):
+    """(field name, document) pairs from definition (dict, list or YAML text) or src (a file)."""
     if isinstance(definition, str):
-        doc = _load_yaml(definition, "definition")
-        field = "definition"
+        docs, field = _load_yaml(definition, "definition"), "definition"
+    elif isinstance(definition, dict):
+        docs, field = [copy.deepcopy(definition)], "definition"
+    elif isinstance(definition, list):
+        docs, field = copy.deepcopy(definition), "definition"
+        if not docs:
+            raise DefinitionError("definition: the list is empty")
     elif definition is not None:
-        if not isinstance(definition, dict):
-            raise DefinitionError("definition: expected a dict or YAML text")
-        doc = copy.deepcopy(definition)
-        field = "definition"
+        raise DefinitionError("definition: expected a dict, a list of dicts or YAML text")
     elif src:
         try:
             with open(src) as f:
                 text = f.read()
         except (IOError, OSError) as exc:
             raise DefinitionError("src: cannot read {0}: {1}".format(src, exc))
-        doc = _load_yaml(text, "src " + src)
-        field = "src " + src
+        docs, field = _load_yaml(text, "src " + src), "src " + src
     else:
-        doc = {"apiVersion": api_version or DEFAULT_API_VERSION, "kind": KIND}
-        field = "options"
-    doc.setdefault("apiVersion", api_version or DEFAULT_API_VERSION)
-    doc.setdefault("kind", KIND)
-    if doc["kind"] != KIND:
-        raise DefinitionError("{0}: kind must be {1}, not {2!r}".format(field, KIND, doc["kind"]))
-    if doc["apiVersion"] not in API_VERSIONS:
-        raise DefinitionError(
-            "{0}: apiVersion must be one of {1}, not {2!r}".format(field, ", ".join(API_VERSIONS), doc["apiVersion"])
-        )
+        return [("options", None)]
+    if len(docs) == 1:
+        return [(field, docs[0])]
+    return [("{0}[{1}]".format(field, i), doc) for i, doc in enumerate(docs)]
+
+
+def build_definitions(definition=None, src=None, name=None, namespace=None, labels=None, annotations=None,
+                      spec=None, api_version=None, default_namespace="default", need_spec=True, kind=VMI):
+    """The objects the user wants, from definition (one or a list), src (one or more documents) or the options.
+
+    ``name`` and ``spec`` only apply to a single object; namespace, labels and annotations to each.
+    """
+    pairs = _raw_documents(definition, src)
+    if len(pairs) > 1 and name:
+        raise DefinitionError("name: set metadata.name in each document; the name option names a single object")
+    docs = [_complete(doc, field, name, namespace, labels, annotations, spec, api_version, default_namespace,
+                      need_spec, kind) for field, doc in pairs]
+    seen = {}
+    for (field, _doc), doc in zip(pairs, docs):
+        key = (doc["metadata"]["namespace"], doc["metadata"]["name"])
+        if key in seen:
+            raise DefinitionError("{0}: {1} {2}/{3} is also declared in {4}".format(
+                field, kind.kind, key[0], key[1], seen[key]))
+        seen[key] = field
+    return docs
+
+
+def build_definition(definition=None, src=None, name=None, namespace=None, labels=None, annotations=None,
+                     spec=None, api_version=None, default_namespace="default", need_spec=True, kind=VMI):
+    """The one object the user wants (see build_definitions)."""
+    docs = build_definitions(definition, src, name, namespace, labels, annotations, spec, api_version,
+                             default_namespace, need_spec, kind)
+    if len(docs) != 1:
+        raise DefinitionError("expected exactly one {0}, got {1}".format(kind.kind, len(docs)))
+    return docs[0]
+
+
+def _complete(doc, field, name, namespace, labels, annotations, spec, api_version, default_namespace, need_spec,
+              kind):
+    if doc is None:
+        doc = {"apiVersion": api_version or kind.default_api_version, "kind": kind.kind}
+    if not isinstance(doc, dict):
+        raise DefinitionError("{0}: expected a mapping (a Kubernetes object)".format(field))
+    doc.setdefault("apiVersion", api_version or kind.default_api_version)
+    doc.setdefault("kind", kind.kind)
+    if doc["kind"] != kind.kind:
+        raise DefinitionError("{0}: kind must be {1}, not {2!r}".format(field, kind.kind, doc["kind"]))
+    if doc["apiVersion"] not in kind.api_versions:
+        raise DefinitionError("{0}: apiVersion must be one of {1}, not {2!r}".format(
+            field, ", ".join(kind.api_versions), doc["apiVersion"]))
     meta = doc.setdefault("metadata", {}) or {}
     doc["metadata"] = meta
     if name:
@@ -135,74 +196,83 @@ def build_definition(definition=None, src=None, name=None, namespace=None, label
         doc["spec"] = spec
     if not meta.get("name"):
         if meta.get("generateName"):
-            raise DefinitionError("metadata.generateName is not supported: an idempotent VMI needs metadata.name")
-        raise DefinitionError("name is required: set the name option or metadata.name in the definition")
+            raise DefinitionError("{0}: metadata.generateName is not supported: an idempotent {1} needs "
+                                  "metadata.name".format(field, kind.kind))
+        raise DefinitionError("{0}: name is required: set the name option or metadata.name".format(field))
     if need_spec and not doc.get("spec"):
         raise DefinitionError(
-            "spec is required to create VirtualMachineInstance {0}/{1}: set spec, definition or src".format(
-                meta["namespace"], meta["name"]
+            "spec is required to create {0} {1}/{2}: set spec, definition or src".format(
+                kind.kind, meta["namespace"], meta["name"]
             )
         )
     return doc
 
 
-class VmiService:
-    """Drives one VMI to ``present`` or ``absent``; returns the module result."""
+class ObjectService:
+    """What the services of every kind share: get, wait with a useful timeout message, results."""
 
-    def __init__(self, client, check_mode=False, hidden_fields=None):
+    kind = VMI
+
+    def __init__(self, client, check_mode=False, hidden_fields=None, diff=True):
         self.client = client
         self.check_mode = check_mode
         self.hidden_fields = hidden_fields or []
+        self.diff = diff  # without diff mode, no copies of before and after are made
 
-    # --- helpers --------------------------------------------------------------
     def _call(self, verb, namespace, name, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
-            raise KubeVirtOpsError(failure_message(verb, KIND, namespace, name, exc))
+            raise KubeVirtOpsError(failure_message(verb, self.kind.kind, namespace, name, exc))
 
-    def get(self, namespace, name, api_version=DEFAULT_API_VERSION):
+    def get(self, namespace, name, api_version=None):
         try:
-            return self.client.get(object_path(namespace, name, api_version))
+            return self.client.get(self.kind.object_path(namespace, name, api_version))
         except NotFoundError:
             return None
         except ApiError as exc:
-            raise KubeVirtOpsError(failure_message("get", KIND, namespace, name, exc))
+            raise KubeVirtOpsError(failure_message("get", self.kind.kind, namespace, name, exc))
 
-    def wait(self, namespace, name, expectation, timeout, initial=None, api_version=DEFAULT_API_VERSION):
+    def wait(self, namespace, name, expectation, timeout, initial=None, api_version=None):
         try:
             return wait_for_object(
                 self.client,
-                collection_path(namespace, api_version),
+                self.kind.collection_path(namespace, api_version),
                 name,
                 expectation,
                 timeout,
                 initial=initial,
             )
         except WaitTimeoutError as exc:
-            events = recent_events(self.client, namespace, name)
+            events = recent_events(self.client, namespace, name, kind=self.kind.kind)
             raise WaitTimeoutError(
-                "VirtualMachineInstance {0}/{1} {2}; {3}".format(
-                    namespace, name, exc, describe_last_seen(exc.last_seen, events)
+                "{0} {1}/{2} {3}; {4}".format(
+                    self.kind.kind, namespace, name, exc, describe_last_seen(exc.last_seen, events)
                 ),
                 exc.last_seen,
             )
         except ApiError as exc:
-            raise KubeVirtOpsError(failure_message("watch", KIND, namespace, name, exc))
+            raise KubeVirtOpsError(failure_message("watch", self.kind.kind, namespace, name, exc))
 
-    def _result(self, changed, method, before, after, started):
+    def _result(self, changed, method, before, after, started, summary=None):
         shown = hide(after, self.hidden_fields)
-        return {
+        result = {
             "changed": changed,
             "method": method,
-            "vmi": shown or {},
-            "summary": summarize(after),
+            self.kind.result_key: shown or {},
+            "summary": summary if summary is not None else summarize(after),
             "duration": round(time.monotonic() - started, 3),
-            "diff": {
+        }
+        if self.diff:
+            result["diff"] = {
                 "before": normalize(before, self.hidden_fields),
                 "after": normalize(after, self.hidden_fields),
-            },
-        }
+            }
+        return result
+
+
+class VmiService(ObjectService):
+    """Drives one VMI to ``present`` or ``absent``; returns the module result."""
 
     # --- states ---------------------------------------------------------------
     def present(self, desired, recreate=False, wait=False, expectation=None, wait_timeout=120,

@@ -15,6 +15,10 @@ description:
   - Makes a KubeVirt C(VirtualMachineInstance) (VMI) present or absent through the Kubernetes API.
   - The VMI comes from O(definition), from O(src) (a manifest file, as C(kubectl create -f)), or from
     O(name), O(namespace), O(labels), O(annotations) and O(spec).
+  - Several VMIs in one task (a batch), as kubernetes.core's k8s takes them - a list in O(definition), or several
+    YAML documents in O(definition) or O(src). They are applied concurrently (O(concurrency) at a time), each
+    idempotently as a single one would be; RV(results) has one entry per VMI. When some fail, the task fails with
+    one message naming each failed VMI and why, after the others were applied.
   - O(state=present) creates a missing VMI. An existing one has its labels and annotations patched when they
     differ; its spec is immutable in KubeVirt, so a different spec fails naming the fields, unless O(recreate=true).
     Fields the server added (defaults) are not differences.
@@ -26,6 +30,7 @@ author:
 extends_documentation_fragment:
   - virtops.kubevirt.auth
   - virtops.kubevirt.auth.WAIT
+  - virtops.kubevirt.auth.DELETE
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -43,14 +48,22 @@ options:
     default: present
   definition:
     description:
-      - The VMI as a dict or YAML text (one document). C(kind) defaults to C(VirtualMachineInstance) and
+      - The VMI as a dict or YAML text. C(kind) defaults to C(VirtualMachineInstance) and
         C(apiVersion) to C(kubevirt.io/v1).
-      - O(name), O(namespace), O(labels) and O(annotations) override or extend it when given.
+      - A list of dicts, or YAML text with several documents, is a batch of VMIs.
+      - O(name), O(namespace), O(labels) and O(annotations) override or extend it when given (O(name) only for a
+        single VMI).
     type: raw
     aliases: [resource_definition]
   src:
-    description: Path to a manifest file with one VMI, like C(kubectl create -f vmi.yaml).
+    description:
+      - Path to a manifest file, like C(kubectl create -f vmi.yaml). Several YAML documents in it are a batch.
     type: path
+  concurrency:
+    description:
+      - How many VMIs of a batch are applied at the same time (threads, each with its own connection).
+    type: int
+    default: 8
   name:
     description: Name of the VMI. Required unless the definition or O(src) has C(metadata.name).
     type: str
@@ -76,34 +89,14 @@ options:
       - When the live VMI's spec differs, delete it (stopping its VM), wait until it is gone, and create it again.
     type: bool
     default: false
-  delete_options:
-    description: Options for the delete of O(state=absent) (and of O(recreate)).
-    type: dict
-    suboptions:
-      grace_period_seconds:
-        description: Seconds the guest gets to shut down. KubeVirt's default is the VMI's C(terminationGracePeriodSeconds) (30).
-        type: int
-      propagation_policy:
-        description: How dependents are deleted.
-        type: str
-        choices: [Foreground, Background, Orphan]
-      preconditions:
-        description: Delete only if the live VMI still matches.
-        type: dict
-        suboptions:
-          uid:
-            description: The VMI's C(metadata.uid).
-            type: str
-          resource_version:
-            description: The VMI's C(metadata.resourceVersion).
-            type: str
   hidden_fields:
     description:
       - Fields left out of the returned VMI and the diff, as dotted paths; a key with dots goes in brackets,
         for example V(metadata.annotations[kubectl.kubernetes.io/last-applied-configuration]).
+      - The default leaves out C(metadata.managedFields), as kubevirt.core does; V([]) returns the whole object.
     type: list
     elements: str
-    default: []
+    default: [metadata.managedFields]
 seealso:
   - module: virtops.kubevirt.vmi_info
 """
@@ -141,6 +134,18 @@ EXAMPLES = r"""
     src: vmi-bigger.yaml
     recreate: true
 
+- name: Declare many VMIs in one task (applied concurrently; one result per VMI)
+  virtops.kubevirt.vmi:
+    namespace: demo
+    definition: "{{ vmis }}"  # a list of VMI dicts
+  register: declared
+
+- name: The same from a file of several YAML documents
+  virtops.kubevirt.vmi:
+    src: vmis.yaml
+    namespace: demo
+    wait: true
+
 - name: Delete the VMI (stops the VM) and wait until it is gone
   virtops.kubevirt.vmi:
     name: testvmi
@@ -154,11 +159,19 @@ EXAMPLES = r"""
 RETURN = r"""
 vmi:
   description: The VMI as the server returned it (a dry-run result in check mode); empty after a delete.
-  returned: success
+  returned: success, for a single VMI
   type: dict
+results:
+  description:
+    - One entry per VMI of a batch, in the order given, with the keys a single VMI returns (RV(vmi), RV(summary),
+      RV(method), C(changed), RV(duration)) and C(name) and C(namespace); a failed one has C(failed) and C(msg)
+      instead (and C(last_seen) after a wait).
+  returned: for a batch (several VMIs), also when some failed
+  type: list
+  elements: dict
 summary:
   description: What C(kubectl get vmis) shows, plus whether it is paused.
-  returned: success
+  returned: success, for a single VMI
   type: dict
   contains:
     name: {description: Name., type: str, returned: when the VMI exists}
@@ -170,7 +183,7 @@ summary:
     paused: {description: The C(Paused) condition is C(True)., type: bool, returned: when the VMI exists}
 method:
   description: What was done.
-  returned: success
+  returned: success, for a single VMI
   type: str
   sample: created
   choices: [created, patched, recreated, deleted, unchanged]
@@ -187,11 +200,14 @@ last_seen:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtops.kubevirt.plugins.module_utils.args import auth_spec, wait_spec
+from ansible_collections.virtops.kubevirt.plugins.module_utils.args import auth_spec, delete_spec, wait_spec
+from ansible_collections.virtops.kubevirt.plugins.module_utils.batch import DEFAULT_CONCURRENCY, run_batch
 from ansible_collections.virtops.kubevirt.plugins.module_utils.common import run
+from ansible_collections.virtops.kubevirt.plugins.module_utils.info import DEFAULT_HIDDEN_FIELDS
 from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import (
+    KIND,
     VmiService,
-    build_definition,
+    build_definitions,
     delete_options_from_params,
 )
 from ansible_collections.virtops.kubevirt.plugins.module_utils.wait import Expectation
@@ -200,6 +216,7 @@ from ansible_collections.virtops.kubevirt.plugins.module_utils.wait import Expec
 def argument_spec():
     spec = auth_spec()
     spec.update(wait_spec())
+    spec.update(delete_spec())
     spec.update(
         state=dict(type="str", default="present", choices=["present", "absent"]),
         definition=dict(type="raw", aliases=["resource_definition"]),
@@ -211,17 +228,8 @@ def argument_spec():
         spec=dict(type="dict"),
         api_version=dict(type="str", default="kubevirt.io/v1", choices=["kubevirt.io/v1", "kubevirt.io/v1alpha3"]),
         recreate=dict(type="bool", default=False),
-        delete_options=dict(
-            type="dict",
-            options=dict(
-                grace_period_seconds=dict(type="int"),
-                propagation_policy=dict(type="str", choices=["Foreground", "Background", "Orphan"]),
-                preconditions=dict(
-                    type="dict", options=dict(uid=dict(type="str"), resource_version=dict(type="str"))
-                ),
-            ),
-        ),
-        hidden_fields=dict(type="list", elements="str", default=[]),
+        hidden_fields=dict(type="list", elements="str", default=list(DEFAULT_HIDDEN_FIELDS)),
+        concurrency=dict(type="int", default=DEFAULT_CONCURRENCY),
     )
     return spec
 
@@ -234,24 +242,30 @@ def main():
     )
     p = module.params
 
+    if p["concurrency"] < 1:
+        module.fail_json(msg="concurrency: must be at least 1, not {0}".format(p["concurrency"]))
+    delete_options = delete_options_from_params(p["delete_options"])
+    expectation = Expectation.from_params(p["wait_for"])
+
     def action(client):
-        desired = build_definition(
+        desired = build_definitions(
             p["definition"], p["src"], p["name"], p["namespace"], p["labels"], p["annotations"], p["spec"],
             p["api_version"], client.settings.namespace or "default", need_spec=p["state"] == "present",
         )
-        service = VmiService(client, module.check_mode, p["hidden_fields"])
-        if p["state"] == "absent":
-            meta = desired["metadata"]
-            return service.absent(
-                meta["namespace"], meta["name"], delete_options_from_params(p["delete_options"]),
-                p["wait"], p["wait_timeout"], desired["apiVersion"],
-            )
-        return service.present(
-            desired, p["recreate"], p["wait"], Expectation.from_params(p["wait_for"]), p["wait_timeout"],
-            delete_options_from_params(p["delete_options"]),
-        )
+        service = VmiService(client, module.check_mode, p["hidden_fields"], module._diff)
 
-    run(module, action)
+        def apply(obj):
+            if p["state"] == "absent":
+                meta = obj["metadata"]
+                return service.absent(meta["namespace"], meta["name"], delete_options, p["wait"], p["wait_timeout"],
+                                      obj["apiVersion"])
+            return service.present(obj, p["recreate"], p["wait"], expectation, p["wait_timeout"], delete_options)
+
+        if len(desired) == 1:
+            return apply(desired[0])
+        return run_batch(desired, apply, KIND, p["concurrency"])
+
+    run(module, action, connections=p["concurrency"])
 
 
 if __name__ == "__main__":

@@ -195,11 +195,11 @@ def test_create_from_options_with_hidden_fields(module, kubevirt_api, namespace)
         ({"definition": {"apiVersion": "kubevirt.io/v2", "metadata": {"name": "x"}, "spec": {}}},
          "apiVersion must be one of kubevirt.io/v1, kubevirt.io/v1alpha3, not 'kubevirt.io/v2'"),
         ({"definition": "kind: VirtualMachineInstance\n---\nkind: VirtualMachineInstance\n"},
-         "definition: expected exactly one YAML document, got 2"),
+         "definition[0]: name is required"),
         ({"src": "/nonexistent/vmi.yaml"}, "src: cannot read /nonexistent/vmi.yaml"),
         ({"name": "nospec"}, "spec is required to create VirtualMachineInstance"),
     ],
-    ids=["missing-name", "wrong-kind", "wrong-apiversion", "two-documents", "missing-src", "missing-spec"],
+    ids=["missing-name", "wrong-kind", "wrong-apiversion", "two-documents-no-name", "missing-src", "missing-spec"],
 )
 def test_bad_input_names_the_field(module, kubevirt_api, namespace, args, message):
     result = module("vmi", dict(args, namespace=namespace))
@@ -228,3 +228,41 @@ def test_rbac_forbidden_create_says_which_verb_on_which_resource(module, kubevir
     assert result["failed"] is True
     assert 'cannot create resource "virtualmachineinstances"' in result["msg"]
     assert "RBAC denied" in result["msg"]
+
+
+def test_a_batch_from_a_list_then_again_is_unchanged(module, kubevirt_api, namespace):
+    vmis = [manifest(name=f"b{i}") for i in range(5)]
+    first = module("vmi", {"definition": vmis, "namespace": namespace, "concurrency": 3}, diff=True)
+    assert first["changed"] is True
+    assert [(r["name"], r["method"]) for r in first["results"]] == [(f"b{i}", "created") for i in range(5)]
+    assert len(first["diff"]) == 5 and "managedFields" not in first["results"][0]["vmi"]["metadata"]
+    names = kubevirt_api("-n", namespace, "get", "vmis", "-o", "jsonpath={.items[*].metadata.name}").split()
+    assert sorted(names) == [f"b{i}" for i in range(5)]
+    again = module("vmi", {"definition": vmis, "namespace": namespace})
+    assert again["changed"] is False and {r["method"] for r in again["results"]} == {"unchanged"}
+
+
+def test_a_batch_from_a_multi_document_src_fails_naming_only_the_bad_ones(
+        module, kubevirt_api, namespace, tmp_path):
+    docs = [manifest(name="good1"), manifest(name="bad", memory="lots"), manifest(name="good2")]
+    src = tmp_path / "vmis.yaml"
+    src.write_text(yaml.safe_dump_all(docs))
+    result = module("vmi", {"src": str(src), "namespace": namespace})
+    assert result["failed"] is True and result["changed"] is True
+    assert result["msg"].startswith(f"1 of 3 VirtualMachineInstances failed: {namespace}/bad: "
+                                    f"Failed to create VirtualMachineInstance {namespace}/bad:")
+    assert "spec.domain.resources.requests.memory" in result["msg"]
+    assert [r.get("failed", False) for r in result["results"]] == [False, True, False]
+    names = kubevirt_api("-n", namespace, "get", "vmis", "-o", "jsonpath={.items[*].metadata.name}").split()
+    assert sorted(names) == ["good1", "good2"]
+
+
+def test_a_batch_in_check_mode_changes_nothing_and_deletes_as_a_batch(module, kubevirt_api, namespace):
+    vmis = [manifest(name=f"c{i}") for i in range(3)]
+    check = module("vmi", {"definition": vmis, "namespace": namespace}, check_mode=True)
+    assert check["changed"] is True and {r["method"] for r in check["results"]} == {"created"}
+    assert json.loads(kubevirt_api("-n", namespace, "get", "vmis", "-o", "json"))["items"] == []
+    module("vmi", {"definition": vmis, "namespace": namespace})
+    gone = module("vmi", {"definition": vmis, "namespace": namespace, "state": "absent", "wait": True})
+    assert gone["changed"] is True and {r["method"] for r in gone["results"]} == {"deleted"}
+    assert json.loads(kubevirt_api("-n", namespace, "get", "vmis", "-o", "json"))["items"] == []

@@ -93,3 +93,14 @@ def test_summary_reports_paused_and_ip(module, kubevirt_api, two_namespaces):
     summary = module("vmi_info", {"name": "web1", "namespace": ns_a})["summaries"][0]
     assert summary == {"name": "web1", "namespace": ns_a, "phase": "Running", "node": "node-a",
                        "ip": "10.0.2.15", "ready": False, "paused": True}
+
+
+def test_managed_fields_are_left_out_unless_asked_for(module, two_namespaces):
+    _tag, (ns_a, _ns_b) = two_namespaces
+    default = module("vmi_info", {"namespace": ns_a})
+    assert default["resources"] and all("managedFields" not in r["metadata"] for r in default["resources"])
+    assert all(r["metadata"]["labels"]["app"] for r in default["resources"])  # the rest is all there
+    whole = module("vmi_info", {"namespace": ns_a, "hidden_fields": []})
+    assert all(r["metadata"]["managedFields"] for r in whole["resources"])
+    one = module("vmi_info", {"name": "web1", "namespace": ns_a, "hidden_fields": []})
+    assert one["resources"][0]["metadata"]["managedFields"]

@@ -58,7 +58,7 @@ def test_options_override_and_extend_the_definition():
         ({"definition": {"metadata": {"generateName": "a-"}, "spec": {}}}, "metadata.generateName is not supported"),
         ({"definition": "a: [unclosed"}, "definition: not valid YAML"),
         ({"definition": "- a\n- b\n"}, "definition: expected a mapping"),
-        ({"definition": 3}, "definition: expected a dict or YAML text"),
+        ({"definition": 3}, "definition: expected a dict, a list of dicts or YAML text"),
     ],
 )
 def test_bad_definitions_name_the_field(kwargs, message):
