@@ -405,6 +405,9 @@ class ControlPlane:
             ],
         )
         self._save(info)
+        # kube-controller-manager gives the API server 10 s to turn healthy and exits after that; on a loaded
+        # machine kube-apiserver can take longer (lab starts failed with "kube-controller-manager exited").
+        self._wait_ready(info, started)
         self._write_kubeconfig(info, info.kubeconfig, "admin")
         controller_kubeconfig = str(sd / "controller-manager.kubeconfig")
         self._write_kubeconfig(info, controller_kubeconfig, "controller-manager")
@@ -472,8 +475,8 @@ class ControlPlane:
         deadline = time.monotonic() + READY_TIMEOUT
         next_note = time.monotonic() + 5
         while time.monotonic() < deadline:
-            if not self._processes_alive(info):
-                dead = [c for c, e in info.pids.items() if _start_ticks(e["pid"]) != e["ticks"]]
+            dead = [c for c, e in info.pids.items() if _start_ticks(e["pid"]) != e["ticks"]]
+            if dead:  # of those started so far
                 raise LabError(f"{', '.join(dead)} exited; see {info.state_dir}/logs/")
             if self._ready(info):
                 _say(f"kube-apiserver ready at {info.server} after {time.monotonic() - started:.1f}s")
