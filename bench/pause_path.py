@@ -102,7 +102,7 @@ def main() -> int:
         port = free_port()
         kubeconfig = plane.agent_kubeconfig(node)
         agent = subprocess.Popen([sys.executable, "-m", "virtops.agent.main", f"--kubeconfig={kubeconfig}",
-                                  f"--node-name={node}", f"--state-dir={state_dir}", f"--image-store={state_dir}",
+                                  f"--node-name={node}", f"--state-dir={state_dir}", f"--image-cache={state_dir}/images",
                                   "--heartbeat-seconds=2", f"--metrics-address=127.0.0.1:{port}"],
                                  stderr=open(state_dir / "agent.log", "w"))
         client = KubeClient.from_kubeconfig(info.kubeconfig)

@@ -24,9 +24,11 @@ kubectl -n "$ns" delete vmi testvmi --ignore-not-found --wait=true >/dev/null
 kubectl wait --for=jsonpath='{.status.conditions[?(@.type=="Available")].status}'=True \
   apiservice/v1.subresources.kubevirt.io --timeout=60s >/dev/null
 
-step "kubectl create -f examples/vmi-demo.yaml"
+# The guest's image is in the lab's OCI registry (docs/images.md); the example names it by a placeholder.
+registry=$(.venv/bin/virtops-lab status --json | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["registry"])')
+step "kubectl create -f examples/vmi-demo.yaml  (its image: $registry/virtops/busybox-guest:1, the lab's registry)"
 t0=$(ms)
-kubectl -n "$ns" create -f examples/vmi-demo.yaml
+sed "s|{{ lab_registry }}|$registry|" examples/vmi-demo.yaml | kubectl -n "$ns" create -f -
 kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Running vmi/testvmi --timeout=120s >/dev/null
 echo "Running after $(( $(ms) - t0 )) ms (the domain runs; the guest now boots: TCG, a few seconds)"
 # The IP column fills in when the guest's own agent reports the address it took by DHCP.

@@ -8,13 +8,24 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # 1. libvirt and qemu from Debian's packages.
-packages=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config busybox-static shellcheck xorriso)
+# docker-registry (the distribution registry 2.8), skopeo and umoci: the lab's OCI registry, pushing and
+# pulling containerDisks (services/virtops/lab/registry.py, services/virtops/agent/images.py); htpasswd (apache2-utils)
+# for the tests' registry that wants credentials.
+packages=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config busybox-static shellcheck
+          xorriso docker-registry skopeo umoci apache2-utils)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]} (a few minutes on a fresh machine)"
   sudo_ apt-get update -q
   sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# Debian's docker-registry package runs a registry on *:5000 where services may start: the lab runs its own
+# on loopback, so the system one is stopped and disabled.
+if [ -x /etc/init.d/docker-registry ] && [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+  if [ -d /run/systemd/system ]; then sudo_ systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+  else sudo_ /etc/init.d/docker-registry stop >/dev/null 2>&1 || true; sudo_ update-rc.d docker-registry disable >/dev/null 2>&1 || true
+  fi
 fi
 
 # 2. libvirt daemons. Without systemd we start them ourselves (virtlogd first:

@@ -27,7 +27,7 @@ from virtops.agent.hypervisor import LibvirtHypervisor
 from virtops.kube import KubeClient, NotFoundError, path_for
 from virtops.lab import ControlPlane
 from virtops.lab.control_plane import free_port
-from virtops.lab.guest import BOOTED, install_guest, kernel_boot
+from virtops.lab.guest import BOOTED, kernel_boot
 
 
 def wait_long(predicate, attempts: int = 600, delay: float = 0.1):
@@ -80,6 +80,7 @@ class AgentLab:
 
     def __init__(self, lab, kubectl, namespace: str) -> None:
         self.plane = ControlPlane(lab.name, lab.state_dir)
+        self.registry = self.plane.registry()
         self.kubectl = kubectl
         self.namespace = namespace
         self.node = f"node-{namespace}-{uuid.uuid4().hex[:4]}"
@@ -96,7 +97,8 @@ class AgentLab:
     def agent_argv(self, *extra: str) -> list[str]:
         return [sys.executable, "-m", "virtops.agent.main", f"--kubeconfig={self.kubeconfig}",
                 f"--node-name={self.node}", f"--state-dir={self.state_dir}",
-                f"--image-store={self.state_dir / 'images'}", "--heartbeat-seconds=1",
+                f"--image-cache={self.state_dir / 'images'}", f"--registry-ca-dir={self.registry.ca_dir}",
+                "--pull-backoff-max-seconds=2", "--heartbeat-seconds=1",
                 f"--metrics-address=127.0.0.1:{self.metrics_port}", "--watch-timeout-seconds=30", *extra]
 
     def start_agent(self, *extra: str, argv: list[str] | None = None) -> AgentProcess:
@@ -136,13 +138,11 @@ class AgentLab:
         body = self.vmi_body(name)
         body["spec"]["domain"] = {
             "resources": {"requests": {"memory": "128Mi"}}, "devices": {},
-            "firmware": kernel_boot("virtops.no_agent=1")}
+            "firmware": kernel_boot(self.registry.address, "virtops.no_agent=1")}
         return body
 
     def create_vmis(self, *names: str, guests: tuple[str, ...] = ()) -> None:
         """Diskless VMIs for ``names``, the project's guest for ``guests``."""
-        if guests:
-            install_guest(self.state_dir / "images")
         items = [self.vmi_body(n) for n in names] + [self.guest_body(n) for n in guests]
         self.kubectl("create", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
 

@@ -32,7 +32,7 @@ def harness(lab, kubevirt_api, namespace):
 
 def start_single_worker_agent(h: Harness) -> NodeAgent:
     agent = NodeAgent(h.client, h.node, LibvirtHypervisor(), capacity={"cpu": "2", "memory": "2Gi"},
-                      state_dir=h.state_dir, image_store=h.state_dir / "images", lease_namespace=h.namespace,
+                      state_dir=h.state_dir, image_cache=h.state_dir / "images", lease_namespace=h.namespace,
                       heartbeat_seconds=1, resync_seconds=1, watch_timeout_seconds=5, workers=1,
                       domain_events=DomainEventWatcher())
     agent.start()

@@ -41,7 +41,7 @@ def diskless_xml(namespace: str, name: str, state_dir: Path) -> str:
         "spec": {"domain": {"resources": {"requests": {"memory": "64Mi"}}}},
         "status": {"nodeName": "node-a"},
     }
-    return domain_xml(vmi, domain_type=domain_type(), state_dir=state_dir, image_store=state_dir / "images")
+    return domain_xml(vmi, domain_type=domain_type(), state_dir=state_dir)
 
 
 def test_diskless_domain_runs_pauses_resumes_and_stops_while_paused(hypervisor, state_dir):

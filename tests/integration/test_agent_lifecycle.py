@@ -20,8 +20,10 @@ libvirt = pytest.importorskip("libvirt", reason="libvirt-python is installed by 
 
 from virtops.agent.agent import FINALIZER, POWER_STATE, NodeAgent  # noqa: E402
 from virtops.agent.hypervisor import LibvirtHypervisor  # noqa: E402
+from virtops.agent.images import ImageCache  # noqa: E402
 from virtops.kube import KubeClient, NotFoundError, path_for  # noqa: E402
-from virtops.lab.guest import install_guest, kernel_boot  # noqa: E402
+from virtops.lab.guest import kernel_boot  # noqa: E402
+from virtops.lab.registry import Registry  # noqa: E402
 
 PAUSED = {"type": "Paused", "status": "True", "reason": "PausedByUser", "message": "VMI was paused by user",
           "lastProbeTime": None}
@@ -44,6 +46,7 @@ class Harness:
         self.namespace = namespace
         self.node = f"node-{namespace}"
         self.client = KubeClient.from_kubeconfig(lab.kubeconfig)
+        self.registry = Registry.of_lab(lab.state_dir)
         self.hv = LibvirtHypervisor()
         self.state_dir = Path(tempfile.mkdtemp(prefix="virtops-agent-test-", dir="/var/tmp"))
         os.chmod(self.state_dir, 0o755)
@@ -52,7 +55,8 @@ class Harness:
     def start_agent(self) -> NodeAgent:
         agent = NodeAgent(self.client, self.node, LibvirtHypervisor(), labels={"zone": "a"},
                           capacity={"cpu": "2", "memory": "2Gi"}, state_dir=self.state_dir,
-                          image_store=self.state_dir / "images", lease_namespace=self.namespace,
+                          image_cache=ImageCache(self.state_dir / "images", ca_dir=str(self.registry.ca_dir)),
+                          lease_namespace=self.namespace,
                           heartbeat_seconds=0.5, resync_seconds=0.5, watch_timeout_seconds=5)
         agent.start()
         self.agents.append(agent)
@@ -180,15 +184,8 @@ def test_unsupported_spec_fails_naming_the_field_and_leaves_no_domain(harness):
     wait_for("warning event", lambda: any(r == "UnsupportedSpec" and "spec.volumes[0].hostDisk" in m
                                           for r, m, _kind in harness.events("hostdisk")))
 
-    harness.create_vmi("noimage", volumes=[{"name": "root", "containerDisk": {"image": "quay.io/x/y:1"}}],
-                       domain={"resources": {"requests": {"memory": "64Mi"}},
-                               "devices": {"disks": [{"name": "root", "disk": {}}]}})
-    wait_for("phase Failed", lambda: harness.phase("noimage") == "Failed")
-    message = harness.condition("noimage", "Synchronized")["message"]
-    assert message.startswith("spec.volumes[0].containerDisk.image: image 'quay.io/x/y:1' is not in the node's")
-
-    harness.kubectl("-n", harness.namespace, "delete", "vmi", "hostdisk", "noimage", "--wait=false")
-    wait_for("Failed VMIs deleted", lambda: harness.vmi("hostdisk") is None and harness.vmi("noimage") is None)
+    harness.kubectl("-n", harness.namespace, "delete", "vmi", "hostdisk", "--wait=false")
+    wait_for("Failed VMI deleted", lambda: harness.vmi("hostdisk") is None)
 
 
 def test_lease_is_created_and_renewed(harness):
@@ -226,7 +223,7 @@ def test_restarted_agent_adopts_running_domain_and_removes_orphans(harness):
         from virtops.agent.domain import domain_xml
 
         xml = domain_xml(ghost, domain_type=agent.domain_type, state_dir=harness.state_dir / "ghost",
-                         image_store=harness.state_dir)
+                         images={})
         (harness.state_dir / "ghost").mkdir()
         os.chmod(harness.state_dir / "ghost", 0o755)
         harness.hv.ensure_running(f"{harness.namespace}_ghost", xml)
@@ -258,13 +255,12 @@ def test_domain_killed_behind_the_agents_back_fails_the_vmi(harness):
 
 
 def test_domain_that_shuts_down_by_itself_succeeds_the_vmi(harness):
-    install_guest(harness.state_dir / "images")
     harness.start_agent()
     # The project's guest (docs/guest-image.md) powers itself off cleanly a second after it has booted:
     # the domain ends as a guest shutdown, with no call to the agent.
     harness.create_vmi("quitter", domain={
         "resources": {"requests": {"memory": "128Mi"}}, "devices": {},
-        "firmware": kernel_boot("virtops.poweroff_after=1")})
+        "firmware": kernel_boot(harness.registry.address, "virtops.poweroff_after=1")})
     # A boot under TCG on a busy 2-core machine: a generous bounded wait.
     wait_for("phase Succeeded", lambda: harness.phase("quitter") == "Succeeded", attempts=2400)
     wait_for("domain undefined", lambda: harness.libvirt_state("quitter") is None)

@@ -33,7 +33,7 @@ def test_config_file_flags_json_logs_metrics_and_sigterm_leaves_vms_running(node
 kubeconfig: {node.kubeconfig}
 node_name: {node.node}
 state_dir: {node.state_dir}
-image_store: {node.state_dir / 'images'}
+image_cache: {node.state_dir / 'images'}
 labels: {{zone: a}}
 cpu: 2
 memory: 3Gi

@@ -11,6 +11,7 @@ Names the agent owns (the controller and the subresource API read them):
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import json
 import logging
@@ -19,19 +20,24 @@ import threading
 import time
 from collections import deque
 from collections.abc import Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from virtops.agent import VERSION
 from virtops.agent.domain import (
+    ImageRequest,
     UnsupportedSpecError,
     domain_name,
+    image_requests,
     interface_names,
     plan_domain,
     prepare_files,
     status_interfaces,
 )
 from virtops.agent.errors import SecretUnavailableError
+from virtops.agent.images import BadImageError, CachedImage, ImageCache, ImagePullError, auth_file, wait_seconds
 from virtops.agent.metrics import AgentMetrics, InstrumentedHypervisor
 from virtops.kube import ApiError, ConflictError, ForbiddenError, GoneError, KubeClient, NotFoundError, path_for
 from virtops.node.hypervisor import domain_type as detect_domain_type
@@ -61,6 +67,20 @@ SECRET_FORBIDDEN_RETRIES = 3  # 0.2 + 0.4 + 0.8 s
 PAUSED_CONDITION = {"type": "Paused", "status": "True", "reason": "PausedByUser",
                     "message": "VMI was paused by user", "lastProbeTime": None}
 OWNED_CONDITIONS = ("Ready", "Paused", "Synchronized", "AgentConnected")
+PULL_SECRET_TYPE = "kubernetes.io/dockerconfigjson"
+IMAGES_FILE = "images.json"  # in a VMI's state dir: the cache digests its disks are backed by (kept by GC)
+
+
+@dataclass
+class _Pull:
+    """One VMI's pull of one image: running (``done`` False), pulled (``result``), or failed (``error``)."""
+
+    uid: str
+    done: bool = False
+    result: CachedImage | None = None
+    error: Exception | None = None
+    failures: int = 0
+    retry_at: float = 0.0
 
 
 class Hypervisor(Protocol):
@@ -194,10 +214,11 @@ class NodeAgent:
 
     def __init__(self, client: KubeClient, node_name: str, hypervisor: Hypervisor, *,
                  labels: dict[str, str] | None = None, capacity: dict[str, str] | None = None,
-                 state_dir: Path | str, image_store: Path | str, lease_namespace: str = "kube-node-lease",
+                 state_dir: Path | str, image_cache: ImageCache | Path | str, lease_namespace: str = "kube-node-lease",
                  domain_type: str | None = None, heartbeat_seconds: float = 10.0, lease_duration_seconds: int = 40,
                  resync_seconds: float = 5.0, workers: int = 4, watch_timeout_seconds: int = 60,
-                 domain_events: DomainEvents | None = None, metrics: AgentMetrics | None = None) -> None:
+                 domain_events: DomainEvents | None = None, metrics: AgentMetrics | None = None,
+                 pull_workers: int = 2, pull_backoff_max_seconds: float = 60.0) -> None:
         self.client = client
         self.node_name = node_name
         self.metrics = metrics or AgentMetrics()
@@ -207,7 +228,12 @@ class NodeAgent:
         self.labels = dict(labels or {})
         self.capacity = dict(capacity or {})
         self.state_dir = Path(state_dir)
-        self.image_store = Path(image_store)
+        self.images = image_cache if isinstance(image_cache, ImageCache) else ImageCache(image_cache)
+        # Pulls run here, never on the reconcile workers: a slow pull delays no other VMI.
+        self.pull_pool = ThreadPoolExecutor(max_workers=pull_workers, thread_name_prefix=f"{node_name}-pull")
+        self.pull_backoff_max_seconds = pull_backoff_max_seconds
+        self._pulls: dict[tuple[Key, str], _Pull] = {}
+        self._pulls_lock = threading.Lock()
         self.lease_namespace = lease_namespace
         self.domain_type = domain_type or detect_domain_type()
         self.heartbeat_seconds = heartbeat_seconds
@@ -242,6 +268,7 @@ class NodeAgent:
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o755)  # qemu (its own user) opens files below it
+        self.images.clean_partial()
         self._ensure_lease_namespace()
         if self.domain_events is not None:
             self.domain_events.start(self._on_domain_event, self._on_libvirt_connect,
@@ -259,6 +286,7 @@ class NodeAgent:
         """Stop watching and working; domains keep running (a restarted agent adopts them)."""
         self.stop_event.set()
         self.queue.close()
+        self.pull_pool.shutdown(wait=False, cancel_futures=True)
         if self.domain_events is not None:
             self.domain_events.stop()
         deadline = time.monotonic() + timeout
@@ -477,6 +505,7 @@ class NodeAgent:
                 self._deadlines.pop(key, None)
             with self._secret_wait_lock:
                 self._secret_waits.pop(key, None)
+            self._forget_pulls(key)
             if self._ours(name):
                 log.info("VMI %s/%s is gone: removing its domain", *key)
                 self.hypervisor.stop(name, 0)
@@ -544,7 +573,11 @@ class NodeAgent:
         key = _key(vmi)
         sdir = self.vmi_state_dir(key)
         try:
-            plan = plan_domain(vmi, domain_type=self.domain_type, state_dir=sdir, image_store=self.image_store,
+            pulled = self._pulled_images(vmi)
+            if pulled is None:
+                return None  # waiting for a pull: the VMI has a condition saying so, and no domain
+            images = {image: cached.rootfs for image, cached in pulled.items()}
+            plan = plan_domain(vmi, domain_type=self.domain_type, state_dir=sdir, images=images,
                                node_name=self.node_name, read_secret=lambda name: self._read_secret(key[0], name))
         except SecretUnavailableError as exc:
             self._wait_for_secret(vmi, exc)
@@ -553,6 +586,9 @@ class NodeAgent:
             self._fail(vmi, exc.field, exc.message)
             return None
         try:
+            sdir.mkdir(parents=True, exist_ok=True)
+            # Written before the overlays exist: the cache's garbage collection keeps what they are backed by.
+            (sdir / IMAGES_FILE).write_text(json.dumps(sorted({c.digest for c in pulled.values()})))
             prepare_files(plan, sdir)
             self.hypervisor.ensure_running(name, plan.xml)
         except Exception as exc:  # noqa: BLE001 - whatever broke, leave nothing half-made behind
@@ -566,6 +602,7 @@ class NodeAgent:
             return None
         with self._secret_wait_lock:
             self._secret_waits.pop(key, None)
+        self._forget_pulls(key)
         self._event(vmi, "Normal", "Started", "VirtualMachineInstance started.")
         return self.hypervisor.state(name)
 
@@ -615,6 +652,139 @@ class NodeAgent:
         if self._patch(vmi, {"status": {"conditions": conditions}}) is not None:
             self._event(vmi, "Warning", "SecretUnavailable", text)
 
+    # --- images -------------------------------------------------------------
+    def _forget_pulls(self, key: Key) -> None:
+        with self._pulls_lock:
+            for pull_key in [k for k in self._pulls if k[0] == key]:
+                del self._pulls[pull_key]
+
+    def _pulled_images(self, vmi: Obj) -> dict[str, CachedImage] | None:
+        """Every image the VMI needs, from the node's cache; None while any is still to be pulled.
+
+        A missing image gets a pull on the pull workers (events Pulling, then Pulled or Failed), and the VMI
+        a Ready=False condition naming the image and the reason; a failed pull is tried again with back-off.
+        Raises UnsupportedSpecError naming the field when an image can never work.
+        """
+        key = _key(vmi)
+        uid = vmi["metadata"].get("uid") or ""
+        ready: dict[str, CachedImage] = {}
+        waiting: list[tuple[str, str]] = []
+        for request in image_requests(vmi.get("spec") or {}):
+            if request.image in ready:
+                continue
+            if request.pull_policy != "Always":
+                hit = self.images.lookup(request.image)
+                if hit is not None and not hit.private:
+                    self.images.touch(hit.digest)
+                    ready[request.image] = hit
+                    continue
+                if request.pull_policy == "Never":
+                    waiting.append(("ErrImageNeverPull", f'image "{request.image}" is not present on this node '
+                                                         "and its imagePullPolicy is Never"))
+                    continue
+            with self._pulls_lock:
+                pull = self._pulls.get((key, request.image))
+                if pull is None or pull.uid != uid or (pull.error is not None and pull.retry_at <= time.monotonic()
+                                                       and not isinstance(pull.error, BadImageError)):
+                    failures = pull.failures if pull is not None and pull.uid == uid else 0
+                    pull = self._pulls[(key, request.image)] = _Pull(uid=uid, failures=failures)
+                    submit = True
+                else:
+                    submit = False
+            if submit:
+                self._event(vmi, "Normal", "Pulling", f'Pulling image "{request.image}"')
+                self.pull_pool.submit(self._pull, vmi, request, pull)
+            if not pull.done:
+                waiting.append(("Pulling", f'pulling image "{request.image}"'))
+            elif pull.result is not None:
+                ready[request.image] = pull.result
+            elif isinstance(pull.error, BadImageError):
+                raise UnsupportedSpecError(request.field, f'image "{request.image}": {pull.error}')
+            else:
+                waiting.append(("ImagePullBackOff", f'Back-off pulling image "{request.image}": {pull.error}'))
+        if waiting:
+            self._write_waiting(vmi, waiting)
+            return None
+        return ready
+
+    def _pull(self, vmi: Obj, request: ImageRequest, pull: _Pull) -> None:
+        """On a pull worker: pull one image for one VMI, record the outcome, queue the VMI again."""
+        key = _key(vmi)
+        started = time.monotonic()
+        try:
+            if request.pull_secret:
+                secret = self._pull_secret(key[0], request.pull_secret)
+                with auth_file(self.state_dir / "pull-auth", secret) as path:
+                    result = self.images.pull(request.image, path)
+            else:
+                result = self.images.pull(request.image)
+            pull.result = result
+            if result.pulled:
+                self._event(vmi, "Normal", "Pulled", f'Successfully pulled image "{request.image}" '
+                                                     f"({result.digest}) in {time.monotonic() - started:.1f}s")
+                self._collect_images()
+            else:
+                self._event(vmi, "Normal", "Pulled", f'Container image "{request.image}" already present on machine')
+        except (ImagePullError, BadImageError) as exc:
+            pull.error = exc
+            if isinstance(exc, ImagePullError):
+                pull.failures += 1
+                delay = wait_seconds(pull.failures, self.pull_backoff_max_seconds)
+                pull.retry_at = time.monotonic() + delay
+                self.queue.add_after(key, delay)
+            log.warning("pulling %s for VMI %s/%s failed: %s", request.image, *key, exc)
+            self._event(vmi, "Warning", "Failed", f'Failed to pull image "{request.image}": {exc}')
+        except Exception as exc:  # noqa: BLE001 - a pull worker must not die; the VMI retries
+            pull.error = ImagePullError(f"unexpected error: {exc}")
+            pull.failures += 1
+            pull.retry_at = time.monotonic() + wait_seconds(pull.failures, self.pull_backoff_max_seconds)
+            log.exception("pulling %s failed", request.image)
+        finally:
+            pull.done = True
+            self.queue.add(key)
+
+    def _pull_secret(self, namespace: str, name: str) -> bytes:
+        """A kubernetes.io/dockerconfigjson Secret of the VMI's namespace, as containers-auth.json bytes."""
+        try:
+            secret = self.client.get(path_for("v1", "secrets", namespace, name))
+        except NotFoundError:
+            raise ImagePullError(f'imagePullSecret "{name}" does not exist in namespace {namespace}') from None
+        except ForbiddenError:
+            raise ImagePullError(f'imagePullSecret "{name}": this node may not read it') from None
+        if secret.get("type") != PULL_SECRET_TYPE:
+            raise ImagePullError(f'imagePullSecret "{name}" is of type {secret.get("type")!r}, not {PULL_SECRET_TYPE}')
+        try:
+            data = base64.b64decode((secret.get("data") or {}).get(".dockerconfigjson") or "", validate=True)
+            json.loads(data)
+        except (binascii.Error, ValueError):
+            raise ImagePullError(f'imagePullSecret "{name}" holds no valid .dockerconfigjson') from None
+        return data
+
+    def _collect_images(self) -> None:
+        """The cache's garbage collection, keeping every image a VMI of this node is backed by or waits for."""
+        in_use: set[str] = set()
+        for path in self.state_dir.glob(f"*/{IMAGES_FILE}"):
+            try:
+                in_use.update(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        with self._pulls_lock:
+            in_use.update(p.result.digest for p in self._pulls.values() if p.result is not None)
+        self.images.collect(in_use)
+
+    def _write_waiting(self, vmi: Obj, waiting: list[tuple[str, str]]) -> None:
+        """Ready=False with the first waiting reason and every image's message (no phase change, no domain)."""
+        status = vmi.get("status") or {}
+        reason = next((r for r, _m in waiting if r != "Pulling"), waiting[0][0])
+        message = "; ".join(m for _r, m in waiting)
+        old = _condition(status, "Ready")
+        if old and old.get("status") == "False" and old.get("reason") == reason and old.get("message") == message:
+            return
+        ready = {"type": "Ready", "status": "False", "reason": reason, "message": message, "lastProbeTime": None,
+                 "lastTransitionTime": now_rfc3339()}
+        others = [c for c in _conditions(status) if c.get("type") != "Ready"]
+        self._patch(vmi, {"status": {"conditions": [*others, ready]}})
+
     def _finalize(self, vmi: Obj) -> None:
         key = _key(vmi)
         name = domain_name(*key)
@@ -628,6 +798,7 @@ class NodeAgent:
             self.hypervisor.stop(name, 0)
         with self._deadline_lock:
             self._deadlines.pop(key, None)
+        self._forget_pulls(key)
         shutil.rmtree(self.vmi_state_dir(key), ignore_errors=True)
         status = vmi.get("status") or {}
         patch: Obj = {"metadata": {"finalizers": [f for f in meta.get("finalizers") or [] if f != FINALIZER]}}

@@ -29,7 +29,12 @@ class AgentConfig:
     kubeconfig: str = ""
     node_name: str = ""
     state_dir: str = "/var/lib/virtops-agent"
-    image_store: str = "/var/lib/virtops-agent/images"
+    image_cache: str = "/var/lib/virtops-agent/images"
+    image_cache_max_bytes: str = "20Gi"
+    registry_ca_dir: str = ""
+    registry_auth_file: str = ""
+    pull_workers: int = 2
+    pull_backoff_max_seconds: float = 60.0
     labels: dict[str, str] = field(default_factory=dict)
     cpu: str = "1"
     memory: str = "1Gi"
@@ -52,7 +57,8 @@ class AgentConfig:
 
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "labels": dict, "heartbeat_seconds": (int, float), "resync_seconds": (int, float), "lease_duration_seconds": int,
-    "workers": int, "watch_timeout_seconds": int, "libvirt_events": bool,
+    "workers": int, "watch_timeout_seconds": int, "libvirt_events": bool, "pull_workers": int,
+    "pull_backoff_max_seconds": (int, float),
 }
 
 
@@ -60,7 +66,7 @@ def _check_type(key: str, value: Any) -> Any:
     wanted = _TYPES.get(key, str)
     if isinstance(value, bool) and wanted is not bool:
         raise ConfigError(f"{key}: expected {_type_name(wanted)}, got a boolean")
-    if wanted is str and isinstance(value, (int, float)) and key in ("cpu", "memory"):
+    if wanted is str and isinstance(value, (int, float)) and key in ("cpu", "memory", "image_cache_max_bytes"):
         return str(value)  # YAML reads `cpu: 2` as a number; a quantity is a string
     if not isinstance(value, wanted):
         raise ConfigError(f"{key}: expected {_type_name(wanted)}, got {type(value).__name__}")
@@ -122,7 +128,8 @@ def validate(config: AgentConfig) -> None:
     config.log_level = config.log_level.upper()
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}, not {config.log_level!r}")
-    for key in ("heartbeat_seconds", "resync_seconds", "lease_duration_seconds", "workers", "watch_timeout_seconds"):
+    for key in ("heartbeat_seconds", "resync_seconds", "lease_duration_seconds", "workers", "watch_timeout_seconds",
+                "pull_workers", "pull_backoff_max_seconds"):
         value = getattr(config, key)
         if not math.isfinite(value) or value <= 0:  # YAML's .inf/.nan and the flag "inf" parse as floats
             raise ConfigError(f"{key}: must be a positive number, not {value!r}")
@@ -130,7 +137,7 @@ def validate(config: AgentConfig) -> None:
         # Renewed less often than it expires, the Lease lapses between heartbeats: the node looks dead.
         raise ConfigError(f"heartbeat_seconds: must be less than lease_duration_seconds "
                           f"({config.heartbeat_seconds!r} >= {config.lease_duration_seconds!r})")
-    for key in ("cpu", "memory"):
+    for key in ("cpu", "memory", "image_cache_max_bytes"):
         # Published on the Lease as is: the controller's scheduler parses it there.
         try:
             amount = parse_quantity(getattr(config, key))

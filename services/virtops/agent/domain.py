@@ -1,16 +1,11 @@
 """A VMI spec -> libvirt domain XML, and the node-local files its disks need.
 
-Image store mapping: a ``containerDisk.image`` reference is never pulled. It names a file in the
-node's image store: every '/' and ':' (and '@') of the reference becomes '_', and the first of
-``<name>``, ``<name>.qcow2``, ``<name>.img``, ``<name>.raw`` that exists is used.
-``quay.io/containerdisks/fedora:39`` -> ``quay.io_containerdisks_fedora_39.qcow2``.
-The image is the backing file of a qcow2 overlay in the VMI's state directory, so it is never modified.
-
-A ``spec.domain.firmware.kernelBoot.container.image`` reference names a directory of the same name in the
-store, the image's file system: ``kernelPath``/``initrdPath`` are paths inside it.
-``virtops/guest:1`` with kernelPath ``/boot/vmlinuz`` -> ``<store>/virtops_guest_1/boot/vmlinuz``.
-The kernel and initrd are copied into the VMI's state directory (as KubeVirt copies them out of the
-container into the pod), so libvirt's relabelling never touches the store.
+Container images (``spec.volumes[N].containerDisk.image``, ``spec.domain.firmware.kernelBoot.container.image``)
+are pulled by the agent into the node's image cache first (``virtops.agent.images``); ``plan_domain`` gets
+``images``, each reference's unpacked file system. A containerDisk's disk (the single file under ``/disk/``,
+or ``path``) becomes the backing file of a qcow2 overlay in the VMI's state directory, so it is never
+modified; a kernel boot's ``kernelPath``/``initrdPath`` are copied into the VMI's state directory (as
+KubeVirt copies them out of the container into the pod), so libvirt's relabelling never touches the cache.
 
 Every domain gets the virtio-serial channel ``org.qemu.guest_agent.0`` (as KubeVirt adds it): a guest agent
 behind it tells libvirt the guest's addresses.
@@ -20,7 +15,6 @@ Networking is qemu user-mode only (KubeVirt's masquerade/slirp meaning); never a
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -32,6 +26,7 @@ from typing import Any
 
 from virtops.agent.cloudinit import CloudInitDisk, ReadSecret, cloud_init_disk, cloud_init_volumes, write_iso
 from virtops.agent.errors import UnsupportedSpecError
+from virtops.agent.images import PULL_POLICIES, BadImageError, default_pull_policy, disk_file, disk_format
 from virtops.quantity import parse_quantity
 
 METADATA_NS = "https://virtops.dev/agent"
@@ -50,8 +45,40 @@ def domain_name(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"
 
 
-def image_file_name(image: str) -> str:
-    return re.sub(r"[/:@]", "_", image)
+@dataclass(frozen=True)
+class ImageRequest:
+    """A container image a VMI needs on the node: where the spec names it, and how to pull it."""
+
+    field: str  # e.g. spec.volumes[0].containerDisk.image
+    image: str
+    pull_policy: str
+    pull_secret: str | None
+
+
+def image_requests(spec: dict[str, Any]) -> list[ImageRequest]:
+    """Every container image of the spec (containerDisks, then the kernel boot image), checked for shape."""
+    sources: list[tuple[str, Any]] = []
+    for i, volume in enumerate(spec.get("volumes") or []):
+        if "containerDisk" in volume:
+            sources.append((f"spec.volumes[{i}].containerDisk", volume["containerDisk"]))
+    boot = ((spec.get("domain") or {}).get("firmware") or {}).get("kernelBoot") or {}
+    if boot.get("container"):
+        sources.append((f"{_KERNEL_BOOT}.container", boot["container"]))
+    requests = []
+    for where, source in sources:
+        source = source if isinstance(source, dict) else {}
+        image = source.get("image")
+        if not isinstance(image, str) or not image.strip() or any(c.isspace() for c in image):
+            raise UnsupportedSpecError(f"{where}.image", f"an image reference is required, not {image!r}")
+        policy = source.get("imagePullPolicy") or default_pull_policy(image)
+        if policy not in PULL_POLICIES:
+            raise UnsupportedSpecError(f"{where}.imagePullPolicy",
+                                       f"must be one of {', '.join(PULL_POLICIES)}, not {policy!r}")
+        secret = source.get("imagePullSecret")
+        if secret is not None and (not isinstance(secret, str) or not secret):
+            raise UnsupportedSpecError(f"{where}.imagePullSecret", f"must be a Secret's name, not {secret!r}")
+        requests.append(ImageRequest(f"{where}.image", image, policy, secret))
+    return requests
 
 
 @dataclass
@@ -61,6 +88,7 @@ class DiskFile:
 
     path: Path
     backing: Path | None = None
+    backing_format: str = "qcow2"
     size_bytes: int = 0
     copy_of: Path | None = None
     cloud_init: CloudInitDisk | None = None
@@ -151,15 +179,6 @@ def _interfaces(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return result
 
 
-def _find_image(image: str, image_store: Path) -> Path | None:
-    base = image_file_name(image)
-    for candidate in (base, base + ".qcow2", base + ".img", base + ".raw"):
-        path = image_store / candidate
-        if path.is_file():
-            return path
-    return None
-
-
 def _image_path(image_dir: Path, value: Any, field_path: str, image: str) -> Path:
     """A path inside a container image's directory; absolute, and never outside it."""
     if not isinstance(value, str) or not value.startswith("/"):
@@ -173,8 +192,8 @@ def _image_path(image_dir: Path, value: Any, field_path: str, image: str) -> Pat
     return path
 
 
-def _kernel_boot(spec: dict[str, Any], state_dir: Path, image_store: Path) -> KernelBoot | None:
-    """KubeVirt's spec.domain.firmware.kernelBoot: kernel and initrd from a container image in the store."""
+def _kernel_boot(spec: dict[str, Any], state_dir: Path, images: dict[str, Path]) -> KernelBoot | None:
+    """KubeVirt's spec.domain.firmware.kernelBoot: kernel and initrd from a pulled container image."""
     boot = ((spec.get("domain") or {}).get("firmware") or {}).get("kernelBoot")
     if not boot:
         return None
@@ -191,11 +210,7 @@ def _kernel_boot(spec: dict[str, Any], state_dir: Path, image_store: Path) -> Ke
     if not container.get("kernelPath"):
         raise UnsupportedSpecError(f"{_KERNEL_BOOT}.container.kernelPath",
                                    "a kernel path inside the image is required on this node")
-    image_dir = image_store / image_file_name(image)
-    if not image_dir.is_dir():
-        raise UnsupportedSpecError(f"{_KERNEL_BOOT}.container.image",
-                                   f"image {image!r} is not in the node's image store {image_store} "
-                                   f"(expected a directory named {image_file_name(image)})")
+    image_dir = _pulled(images, image, f"{_KERNEL_BOOT}.container.image")
     kernel = _image_path(image_dir, container["kernelPath"], f"{_KERNEL_BOOT}.container.kernelPath", image)
     files = [DiskFile(path=state_dir / "kernel", copy_of=kernel)]
     initrd = None
@@ -206,7 +221,15 @@ def _kernel_boot(spec: dict[str, Any], state_dir: Path, image_store: Path) -> Ke
     return KernelBoot(kernel=state_dir / "kernel", initrd=initrd, cmdline=args, files=files)
 
 
-def _disks(vmi: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[list[dict[str, Any]], list[DiskFile]]:
+def _pulled(images: dict[str, Path], image: str, field_path: str) -> Path:
+    rootfs = images.get(image)
+    if rootfs is None or not rootfs.is_dir():
+        raise UnsupportedSpecError(field_path, f"image {image!r} is not pulled on this node")
+    return rootfs
+
+
+def _disks(vmi: dict[str, Any], state_dir: Path,
+           images: dict[str, Path]) -> tuple[list[dict[str, Any]], list[DiskFile]]:
     spec = vmi.get("spec") or {}
     volumes = spec.get("volumes") or []
     by_name: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -246,13 +269,20 @@ def _disks(vmi: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[lis
                           "format": "raw", "device": kind, "cloud_init": name})
             continue
         if "containerDisk" in volume:
-            image = (volume["containerDisk"] or {}).get("image", "")
-            found = _find_image(image, image_store) if image else None
-            if found is None:
-                raise UnsupportedSpecError(f"spec.volumes[{v}].containerDisk.image",
-                                           f"image {image!r} is not in the node's image store {image_store} "
-                                           f"(expected a file named {image_file_name(image)}[.qcow2|.img|.raw])")
-            files.append(DiskFile(path=path, backing=found))
+            source = volume["containerDisk"] or {}
+            image = source.get("image", "")
+            field_path = f"spec.volumes[{v}].containerDisk.image"
+            rootfs = _pulled(images, image, field_path)
+            try:
+                found = disk_file(rootfs, source.get("path"))
+            except BadImageError as exc:
+                raise UnsupportedSpecError(f"spec.volumes[{v}].containerDisk.path" if source.get("path")
+                                           else field_path, f"image {image!r}: {exc}") from None
+            try:
+                fmt = disk_format(found)
+            except BadImageError as exc:
+                raise UnsupportedSpecError(field_path, f"image {image!r}: {exc}") from None
+            files.append(DiskFile(path=path, backing=found, backing_format=fmt))
         else:
             capacity = (volume["emptyDisk"] or {}).get("capacity")
             try:
@@ -264,6 +294,14 @@ def _disks(vmi: dict[str, Any], state_dir: Path, image_store: Path) -> tuple[lis
             files.append(DiskFile(path=path, size_bytes=int(size.to_integral_value(ROUND_CEILING))))
         disks.append({"path": path, "bus": bus, "target": target, "boot": disk.get("bootOrder"),
                       "format": "qcow2", "device": "disk"})
+    named = {disk.get("name", "") for disk in devices.get("disks") or []}
+    for name, (v, _volume) in by_name.items():
+        if name not in named and name not in cloud_init_names:  # KubeVirt makes no ISO for an unused cloud-init one
+            # KubeVirt's defaulting gives such a volume a disk (roles/cluster/files/admission/vmi-defaults.yaml);
+            # never run a VMI without the disk its user asked for.
+            raise UnsupportedSpecError(f"spec.volumes[{v}]", f"no disk in spec.domain.devices.disks uses volume "
+                                       f"{name!r} (KubeVirt's defaulting adds one: install the cluster role's "
+                                       "vmi-defaults admission policy, or add the disk)")
     return disks, files
 
 
@@ -280,7 +318,7 @@ def _cloud_init(vmi: dict[str, Any], disks: list[dict[str, Any]], files: list[Di
         files.append(DiskFile(path=cloud_init.path, cloud_init=cloud_init))
 
 
-def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image_store: Path,
+def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, images: dict[str, Path] | None = None,
                 node_name: str | None = None, read_secret: ReadSecret | None = None) -> DomainPlan:
     """Validate the whole spec first (nothing is created), then describe the domain and its files.
 
@@ -300,8 +338,9 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
         raise UnsupportedSpecError("spec.domain.machine.type", f"machine type {machine!r} is not supported "
                                    "(q35, pc, pc-q35-*, pc-i440fx-*)")
     interfaces = _interfaces(spec)
-    disks, files = _disks(vmi, state_dir, image_store)
-    kernel_boot = _kernel_boot(spec, state_dir, image_store)
+    image_requests(spec)  # the shape of every image reference, before anything else is looked at
+    disks, files = _disks(vmi, state_dir, images or {})
+    kernel_boot = _kernel_boot(spec, state_dir, images or {})
     if kernel_boot is not None:
         files = kernel_boot.files + files
     _cloud_init(vmi, disks, files, state_dir, read_secret)
@@ -360,10 +399,10 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
     return DomainPlan(name=name, xml=ET.tostring(root, encoding="unicode"), files=files)
 
 
-def domain_xml(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image_store: Path,
+def domain_xml(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, images: dict[str, Path] | None = None,
                node_name: str | None = None, read_secret: ReadSecret | None = None) -> str:
     """The libvirt domain XML of a VMI; raises UnsupportedSpecError naming the field at fault."""
-    return plan_domain(vmi, domain_type=domain_type, state_dir=state_dir, image_store=image_store,
+    return plan_domain(vmi, domain_type=domain_type, state_dir=state_dir, images=images,
                        node_name=node_name, read_secret=read_secret).xml
 
 
@@ -423,9 +462,7 @@ def prepare_files(plan: DomainPlan, state_dir: Path) -> None:
             tmp.rename(disk.path)
             continue
         if disk.backing is not None:
-            info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(disk.backing)],
-                                             check=True, capture_output=True, text=True).stdout)
-            cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", info.get("format", "raw"),
+            cmd = ["qemu-img", "create", "-q", "-f", "qcow2", "-F", disk.backing_format,
                    "-b", str(disk.backing), str(disk.path)]
         else:
             cmd = ["qemu-img", "create", "-q", "-f", "qcow2", str(disk.path), str(disk.size_bytes)]

@@ -18,7 +18,9 @@ from typing import Any
 from virtops.agent import VERSION
 from virtops.agent.agent import NodeAgent
 from virtops.agent.config import AgentConfig, ConfigError, load_file, parse_address, resolve
+from virtops.agent.images import ImageCache
 from virtops.kube import KubeClient
+from virtops.quantity import parse_quantity
 
 log = logging.getLogger("virtops.agent")
 
@@ -41,8 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="the agent's own credentials (required here or in the file)")
     p.add_argument("--node-name", help="the node this agent runs (required here or in the file)")
     p.add_argument("--state-dir", help=f"overlays, empty disks, serial logs (default {d.state_dir})")
-    p.add_argument("--image-store",
-                   help="containerDisk images as files ('/' and ':' of the reference replaced by '_')")
+    p.add_argument("--image-cache", help=f"pulled container images, by digest (default {d.image_cache})")
+    p.add_argument("--image-cache-max-bytes",
+                   help=f"collect unused images above this size, a quantity (default {d.image_cache_max_bytes})")
+    p.add_argument("--registry-ca-dir", help="CA certificates (*.crt) trusted for registries, besides the system's")
+    p.add_argument("--registry-auth-file", help="the node's registry credentials (containers-auth.json)")
+    p.add_argument("--pull-workers", type=int, help=f"image pulls in parallel (default {d.pull_workers})")
+    p.add_argument("--pull-backoff-max-seconds", type=float,
+                   help=f"longest wait between tries of a failing pull (default {d.pull_backoff_max_seconds})")
     p.add_argument("--labels", type=parse_labels, help="node labels k=v,... for nodeSelector (added to the file's)")
     p.add_argument("--cpu", help=f"schedulable CPU capacity, a quantity (default {d.cpu})")
     p.add_argument("--memory", help=f"schedulable memory capacity, a quantity (default {d.memory})")
@@ -164,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     hypervisor = LibvirtHypervisor(config.libvirt_uri)
     agent = NodeAgent(client, config.node_name, hypervisor, labels=labels,
                       capacity={"cpu": config.cpu, "memory": config.memory}, state_dir=config.state_dir,
-                      image_store=config.image_store, lease_namespace=config.lease_namespace,
+                      image_cache=ImageCache(config.image_cache, ca_dir=config.registry_ca_dir,
+                                             auth_file=config.registry_auth_file,
+                                             max_bytes=int(parse_quantity(config.image_cache_max_bytes))),
+                      pull_workers=config.pull_workers, pull_backoff_max_seconds=config.pull_backoff_max_seconds,
+                      lease_namespace=config.lease_namespace,
                       heartbeat_seconds=config.heartbeat_seconds,
                       lease_duration_seconds=config.lease_duration_seconds, resync_seconds=config.resync_seconds,
                       workers=config.workers, watch_timeout_seconds=config.watch_timeout_seconds,

@@ -9,6 +9,7 @@ import sys
 from virtops.lab.build import BuildError
 from virtops.lab.control_plane import ControlPlane, LabError
 from virtops.lab.guest import GuestBuildError
+from virtops.lab.registry import RegistryError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +21,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", action="store_true",
                         help="also run the virtops controller and node agent(s) against the lab")
     parser.add_argument("--nodes", type=int, default=1, help="node agents to run with --stack (default 1)")
-    parser.add_argument("--install", metavar="IMAGE_STORE",
-                        help="with guest: also install the guest image into this image store")
     args = parser.parse_args(argv)
     lab = ControlPlane(args.name, args.state_dir, stack=args.stack, nodes=args.nodes)
     try:
@@ -32,11 +31,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {path}")
             return 0
         if args.command == "guest":
-            from virtops.lab.guest import GUEST_IMAGE, ensure_guest, install_guest
+            from virtops.lab.guest import GUEST_IMAGE, ensure_guest
 
             guest = ensure_guest()
-            if args.install:
-                install_guest(args.install, guest)
             print(json.dumps(dict(guest.manifest, directory=str(guest.directory)), indent=2, sort_keys=True)
                   if args.json else f"{GUEST_IMAGE}: {guest.directory}")
             return 0
@@ -56,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         changed = lab.down()
         print(f'{{"changed": {str(changed).lower()}}}' if args.json else f"lab {args.name}: down")
         return 0
-    except (LabError, BuildError, GuestBuildError) as exc:
+    except (LabError, BuildError, GuestBuildError, RegistryError) as exc:
         print(f"virtops-lab: {exc}", file=sys.stderr)
         return 1
 

@@ -3,7 +3,10 @@
 ``up`` is idempotent: a healthy lab is left alone and reported unchanged.
 ``down`` stops exactly the processes ``up`` recorded (pid plus kernel start
 time, so a recycled pid is never signalled) and removes the state directory,
-which holds everything the lab wrote: certificates, etcd data, logs, kubeconfig.
+which holds everything the lab wrote: certificates, etcd data, registry blobs, logs, kubeconfig.
+
+The lab's OCI registry (``virtops.lab.registry``) runs like etcd; ``up`` pushes the project's guest
+(``virtops/busybox-guest``) into it when it lacks it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from virtops.lab import build, pki
+from virtops.lab import registry as lab_registry
 from virtops.lab.versions import ETCD_VERSION, KUBERNETES_VERSION, KUBEVIRT_VERSION
 from virtops.pki import write_private
 
 READY_TIMEOUT = 180.0
 # Started in this order, stopped in reverse: nothing ever loses what it depends on.
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+COMPONENTS = ("etcd", "registry", "kube-apiserver", "kube-controller-manager")
 STOP_TIMEOUT = 5.0
 
 
@@ -46,6 +50,7 @@ class LabInfo:
     ports: dict[str, int]
     pids: dict[str, dict[str, int]]
     versions: dict[str, str] = field(default_factory=dict)
+    registry: str = ""  # 127.0.0.1:PORT of the lab's OCI registry
     changed: bool = False
     healthy: bool = False
 
@@ -144,6 +149,7 @@ class ControlPlane:
         wanted_stack = not self.stack or "controller" in (current.pids if current else {})
         if current and wanted_stack and self._processes_alive(current) and self._ready(current):
             current.healthy, current.changed = True, False
+            self._push_guest()  # when missing: e.g. its build failed at the first up
             return current
         if current or self.state_dir.exists():
             _say(f"lab {self.name!r} is not healthy; clearing it before a fresh start")
@@ -234,6 +240,10 @@ class ControlPlane:
         if info is None:
             raise LabError(f"lab {self.name!r} is not up")
         return self._client_kubeconfig(info, stem, user, group)
+
+    def registry(self) -> lab_registry.Registry:
+        """The lab's registry (address and the CA directory that trusts it): push images with it."""
+        return lab_registry.Registry.of_lab(self.state_dir)
 
     # --- internals --------------------------------------------------------
     def _client_kubeconfig(self, info: LabInfo, stem: str, user: str, group: str | None) -> str:
@@ -340,7 +350,8 @@ class ControlPlane:
             (sd / "bin" / tool).symlink_to(binaries[tool])
         pki_dir = sd / "pki"
         pki.write_pki(pki_dir)
-        ports = {"etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port()}
+        ports = {"etcd_client": free_port(), "etcd_peer": free_port(), "apiserver": free_port(),
+                 "registry": free_port()}
         server = f"https://127.0.0.1:{ports['apiserver']}"
         info = LabInfo(
             name=self.name,
@@ -350,6 +361,7 @@ class ControlPlane:
             ports=ports,
             pids={},
             versions={"kubernetes": KUBERNETES_VERSION, "etcd": ETCD_VERSION, "kubevirt": KUBEVIRT_VERSION},
+            registry=f"127.0.0.1:{ports['registry']}",
             changed=True,
         )
         self._save(info)  # recorded before anything runs, so down() can always clean up
@@ -372,6 +384,8 @@ class ControlPlane:
                 "--unsafe-no-fsync",
             ],
         )
+        self._save(info)
+        info.pids["registry"] = self._spawn("registry", lab_registry.prepare(sd, ports["registry"]))
         self._save(info)
         p = pki_dir
         info.pids["kube-apiserver"] = self._spawn(
@@ -427,6 +441,8 @@ class ControlPlane:
         )
         self._save(info)
         self._wait_ready(info, started)
+        self._wait_registry(info)
+        self._push_guest()
         if self.stack:
             self._start_stack(info)
         info.healthy = True
@@ -437,7 +453,6 @@ class ControlPlane:
         """Our controller and node agents as lab processes (the roles install them on real hosts)."""
         py = sys.executable
         sd = self.state_dir
-        self._install_guest(sd / "images")
         info.pids["controller"] = self._spawn("controller", [
             py, "-m", "virtops.controller.main", f"--kubeconfig={info.kubeconfig}",
             f"--state-dir={sd / 'controller'}", f"--identity=lab-{self.name}",
@@ -452,7 +467,8 @@ class ControlPlane:
             kubeconfig = self.agent_kubeconfig(node)
             info.pids[f"agent-{node}"] = self._spawn(f"agent-{node}", [
                 py, "-m", "virtops.agent.main", f"--kubeconfig={kubeconfig}", f"--node-name={node}",
-                f"--state-dir={sd / 'agents' / node}", f"--image-store={sd / 'images'}",
+                f"--state-dir={sd / 'agents' / node}", f"--image-cache={sd / 'images' / node}",
+                f"--registry-ca-dir={lab_registry.registry_dir(sd) / 'certs'}", "--pull-backoff-max-seconds=5",
                 f"--labels=virtops.kubevirt.io/lab={self.name}",
                 # Lab capacity: room for many tiny guests; the scheduler still enforces it.
                 "--cpu=4", "--memory=8Gi",
@@ -461,15 +477,19 @@ class ControlPlane:
             ])
             self._save(info)
 
-    @staticmethod
-    def _install_guest(image_store: Path) -> None:
-        """The project's guest (virtops/guest:1, docs/guest-image.md) in the store every lab node reads."""
-        from virtops.lab.guest import GuestBuildError, install_guest
+    def _wait_registry(self, info: LabInfo) -> None:
+        entry = info.pids["registry"]
+        lab_registry.wait_ready(info.registry, Path(info.state_dir) / "pki" / "ca.crt",
+                                lambda: _start_ticks(entry["pid"]) == entry["ticks"])
+
+    def _push_guest(self) -> None:
+        """The project's guest as ``virtops/busybox-guest`` in the lab's registry, when it lacks it."""
+        from virtops.lab.guest import GuestBuildError, push_guest
 
         try:
-            install_guest(image_store)
-        except GuestBuildError as exc:  # the lab still runs diskless VMIs; kernelBoot VMIs fail naming the image
-            _say(f"the guest image is not installed: {exc}")
+            push_guest(self.registry())
+        except (GuestBuildError, lab_registry.RegistryError) as exc:  # the lab still runs diskless VMIs
+            _say(f"the guest image is not in the registry: {exc}")
 
     def _wait_ready(self, info: LabInfo, started: float) -> None:
         deadline = time.monotonic() + READY_TIMEOUT

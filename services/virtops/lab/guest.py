@@ -10,8 +10,8 @@ The result is cached under ``~/.cache/virtops/guest/<key>``, keyed by a hash of 
 exact package versions and their SHA256 (from apt's lists), the files in ``lab/guest/`` and
 ``RECIPE``. A warm call reads a few files: apt's answers are remembered until its lists change.
 
-In a node's image store the guest is the container image ``GUEST_IMAGE``: a directory named after
-the reference (see ``virtops.agent.domain``) holding ``boot/vmlinuz`` and ``boot/initrd.img``.
+The lab pushes it into its registry as the kernelBoot image ``<registry>/virtops/busybox-guest:1``
+(``push_guest``), holding ``/boot/vmlinuz`` and ``/boot/initrd.img``; node agents pull it from there.
 """
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from virtops.agent.domain import image_file_name
 from virtops.lab.build import cache_root
+from virtops.lab.registry import Registry
 
 GUEST_VERSION = "1"
-GUEST_IMAGE = f"virtops/guest:{GUEST_VERSION}"
+# In an OCI registry (the lab's, docs/lab.md): a kernelBoot image holding KERNEL_PATH and INITRD_PATH.
+GUEST_REPOSITORY = "virtops/busybox-guest"
+GUEST_IMAGE = f"{GUEST_REPOSITORY}:{GUEST_VERSION}"
 KERNEL_PATH = "/boot/vmlinuz"
 INITRD_PATH = "/boot/initrd.img"
 KERNEL_ARGS = "console=ttyS0"
@@ -72,10 +74,16 @@ class GuestImage:
     manifest: dict[str, Any]
 
 
-def kernel_boot(extra_args: str = "") -> dict[str, Any]:
-    """A VMI's ``spec.domain.firmware`` that boots this guest from a node's image store (KubeVirt's kernelBoot)."""
+def guest_reference(registry: str) -> str:
+    """The guest's image in the registry at ``registry`` (``127.0.0.1:PORT``, ``virtops-lab status --json``)."""
+    return f"{registry}/{GUEST_IMAGE}"
+
+
+def kernel_boot(registry: str, extra_args: str = "") -> dict[str, Any]:
+    """A VMI's ``spec.domain.firmware`` that boots this guest from the registry (KubeVirt's kernelBoot)."""
     return {"kernelBoot": {"kernelArgs": f"{KERNEL_ARGS} {extra_args}".strip(),
-                           "container": {"image": GUEST_IMAGE, "kernelPath": KERNEL_PATH, "initrdPath": INITRD_PATH}}}
+                           "container": {"image": guest_reference(registry), "kernelPath": KERNEL_PATH,
+                                         "initrdPath": INITRD_PATH}}}
 
 
 def guest_source_dir() -> Path:
@@ -312,23 +320,11 @@ def ensure_guest() -> GuestImage:
     return _load(out)
 
 
-def image_dir(image_store: Path, image: str = GUEST_IMAGE) -> Path:
-    """Where a container image lives in a node's image store (see virtops.agent.domain)."""
-    return Path(image_store) / image_file_name(image)
+def push_guest(registry: Registry, guest: GuestImage | None = None) -> str:
+    """Push the guest as ``<registry>/virtops/busybox-guest:<GUEST_VERSION>`` when the registry lacks it.
 
-
-def install_guest(image_store: Path | str, guest: GuestImage | None = None) -> Path:
-    """Put the guest into a node's image store as GUEST_IMAGE; a no-op when it is already there."""
+    A kernelBoot image: the kernel at KERNEL_PATH and the initramfs at INITRD_PATH. Returns the reference.
+    """
     guest = guest or ensure_guest()
-    target = image_dir(Path(image_store))
-    if (target / "manifest.json").exists() and _load(target).key == guest.key:
-        return target
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(guest.directory, tmp)
-    for path in [tmp, *tmp.rglob("*")]:
-        path.chmod(0o755 if path.is_dir() else 0o644)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
-    return target
+    return registry.ensure_files(GUEST_REPOSITORY, GUEST_VERSION,
+                                 {KERNEL_PATH: guest.kernel, INITRD_PATH: guest.initrd}, key=guest.key)

@@ -54,3 +54,9 @@ def issue_client(pki: Path, stem: str, cn: str, org: str | None = None) -> None:
     """A client certificate from the lab's cluster CA, written as ``<stem>.crt`` and ``<stem>.key``."""
     ca = CertificateAuthority.load(pki / "ca.crt", pki / "ca.key")
     write_pair(pki, stem, *ca.issue(cn, org=org, client=True))
+
+
+def issue_server(pki: Path, stem: str, cn: str, *, dns_names: tuple[str, ...] = (), ips: tuple[str, ...] = ()) -> None:
+    """A server certificate from the lab's cluster CA, written as ``<stem>.crt`` and ``<stem>.key``."""
+    ca = CertificateAuthority.load(pki / "ca.crt", pki / "ca.key")
+    write_pair(pki, stem, *ca.issue(cn, server=True, dns_names=dns_names, ips=ips))

@@ -33,7 +33,7 @@ def timers() -> int:
 
 
 def test_one_look_again_timer_per_vmi_not_one_per_reconcile(tmp_path):
-    node = NodeAgent(NoClient(), "node-a", BootingGuest(), state_dir=tmp_path, image_store=tmp_path,
+    node = NodeAgent(NoClient(), "node-a", BootingGuest(), state_dir=tmp_path, image_cache=tmp_path,
                      domain_type="qemu")
     ready = {"type": "Ready", "status": "True", "lastProbeTime": None, "lastTransitionTime": now_rfc3339()}
     vmi = {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": "1"}, "spec": {},

@@ -30,7 +30,7 @@ def vmi(finalizers: list[str], deleted: bool) -> dict:
 
 
 def agent(tmp_path, answer: dict) -> NodeAgent:
-    return NodeAgent(ApiServer(answer), "node-a", NoHypervisor(), state_dir=tmp_path, image_store=tmp_path,
+    return NodeAgent(ApiServer(answer), "node-a", NoHypervisor(), state_dir=tmp_path, image_cache=tmp_path,
                      domain_type="qemu")
 
 

@@ -63,7 +63,7 @@ def read_iso(iso: Path, into: Path) -> tuple[str, dict[str, bytes]]:
 
 def make(obj: dict, tmp_path: Path, secrets: Secrets | None = None) -> tuple[str, dict[str, bytes], Path]:
     state = tmp_path / "state"
-    plan = plan_domain(obj, domain_type="qemu", state_dir=state, image_store=tmp_path / "images",
+    plan = plan_domain(obj, domain_type="qemu", state_dir=state, images={},
                        read_secret=secrets)
     prepare_files(plan, state)
     iso = next(f.path for f in plan.files if f.cloud_init is not None)
@@ -140,7 +140,7 @@ def test_go_json_escapes_like_encoding_json():
 
 def test_domain_attaches_the_iso_raw_and_never_holds_user_data(tmp_path):
     obj = vmi_with({"cloudInitNoCloud": {"userData": SECRET_TEXT}}, disk={"cdrom": {"bus": "sata"}})
-    plan = plan_domain(obj, domain_type="qemu", state_dir=tmp_path / "s", image_store=tmp_path / "i")
+    plan = plan_domain(obj, domain_type="qemu", state_dir=tmp_path / "s", images={})
     assert "hunter2" not in plan.xml and "hunter2" not in repr(plan)
     disk = ET.fromstring(plan.xml).find("devices/disk")
     assert disk.get("device") == "cdrom" and disk.find("readonly") is not None
@@ -152,7 +152,7 @@ def test_domain_attaches_the_iso_raw_and_never_holds_user_data(tmp_path):
 def test_a_cloud_init_volume_without_a_disk_makes_no_iso(tmp_path):
     obj = vmi_with({"cloudInitNoCloud": {"userData": SECRET_TEXT}})
     obj["spec"]["domain"]["devices"]["disks"] = []
-    plan = plan_domain(obj, domain_type="qemu", state_dir=tmp_path / "s", image_store=tmp_path / "i")
+    plan = plan_domain(obj, domain_type="qemu", state_dir=tmp_path / "s", images={})
     assert plan.files == []
 
 
@@ -195,7 +195,7 @@ BAD = [
 def test_bad_cloud_init_input_fails_naming_the_field(tmp_path, volume, spec, field, words):
     obj = vmi_with(volume, **spec)
     with pytest.raises(UnsupportedSpecError) as info:
-        plan_domain(obj, domain_type="qemu", state_dir=tmp_path / "s", image_store=tmp_path / "i",
+        plan_domain(obj, domain_type="qemu", state_dir=tmp_path / "s", images={},
                     read_secret=Secrets({"ud": {"userdata": SECRET_TEXT}, "k": {"a": KEY_A}}))
     assert not isinstance(info.value, SecretUnavailableError)  # the spec is wrong: the VMI fails
     assert info.value.field == field and words in info.value.message
@@ -229,7 +229,7 @@ def test_a_second_cloud_init_volume_is_refused(tmp_path):
 def test_an_unreadable_secret_is_named_and_retried(tmp_path, volume, spec, secrets, field, words):
     with pytest.raises(SecretUnavailableError) as info:
         plan_domain(vmi_with(volume, **spec), domain_type="qemu", state_dir=tmp_path / "s",
-                    image_store=tmp_path / "i", read_secret=secrets)
+                    images={}, read_secret=secrets)
     assert info.value.field == field and words in info.value.message
     assert "hunter2" not in str(info.value)
     assert not (tmp_path / "s").exists()

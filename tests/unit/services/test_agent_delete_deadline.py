@@ -79,7 +79,7 @@ def deleted_vmi(grace: int = 25, deleted_ago: float = 0.0) -> dict:
 
 def agent(tmp_path, vmi: dict) -> tuple[NodeAgent, Guest, ApiServer, Queue]:
     guest, api, queue = Guest(), ApiServer(), Queue()
-    node = NodeAgent(api, "node-a", guest, state_dir=tmp_path, image_store=tmp_path, domain_type="qemu")
+    node = NodeAgent(api, "node-a", guest, state_dir=tmp_path, image_cache=tmp_path, domain_type="qemu")
     node.queue = queue  # type: ignore[assignment]
     node._cache[("ns", "a")] = vmi
     return node, guest, api, queue

@@ -13,7 +13,6 @@ from virtops.agent.domain import (
     METADATA_NS,
     UnsupportedSpecError,
     domain_xml,
-    image_file_name,
     parse_quantity,
     plan_domain,
     prepare_files,
@@ -38,14 +37,19 @@ def vmi(**changes) -> dict:
     return obj
 
 
+def pulled(tmp_path: Path) -> dict[str, Path]:
+    """The images the node agent pulled (reference -> unpacked file system), as the tests leave them."""
+    root = tmp_path / "images"
+    return {f"example.org/{d.name.replace('_', ':')}": d for d in sorted(root.iterdir())} if root.is_dir() else {}
+
+
 def xml_of(obj: dict, tmp_path: Path) -> ET.Element:
-    return ET.fromstring(domain_xml(obj, domain_type="qemu", state_dir=tmp_path / "state",
-                                    image_store=tmp_path / "images"))
+    return ET.fromstring(domain_xml(obj, domain_type="qemu", state_dir=tmp_path / "state", images=pulled(tmp_path)))
 
 
 def unsupported(obj: dict, tmp_path: Path) -> UnsupportedSpecError:
     with pytest.raises(UnsupportedSpecError) as info:
-        domain_xml(obj, domain_type="qemu", state_dir=tmp_path / "state", image_store=tmp_path / "images")
+        domain_xml(obj, domain_type="qemu", state_dir=tmp_path / "state", images=pulled(tmp_path))
     return info.value
 
 
@@ -152,33 +156,95 @@ def test_unsupported_fields_are_named(tmp_path, changes, field):
     assert str(error).startswith(field + ": ")
 
 
-def test_missing_container_disk_image_names_the_field_and_the_store(tmp_path):
+def test_volume_without_a_disk_is_refused_naming_it(tmp_path):
+    error = unsupported(vmi(volumes=[{"name": "data", "emptyDisk": {"capacity": "1Gi"}}]), tmp_path)
+    assert error.field == "spec.volumes[0]"
+    assert "no disk in spec.domain.devices.disks uses volume 'data'" in error.message
+
+
+def test_container_disk_not_pulled_names_the_field(tmp_path):
     obj = vmi(domain__devices__disks=[{"name": "root", "disk": {"bus": "virtio"}}],
               volumes=[{"name": "root", "containerDisk": {"image": "quay.io/containerdisks/fedora:39"}}])
     error = unsupported(obj, tmp_path)
     assert error.field == "spec.volumes[0].containerDisk.image"
-    store = tmp_path / "images"
-    assert f"'quay.io/containerdisks/fedora:39' is not in the node's image store {store}" in str(error)
+    assert "'quay.io/containerdisks/fedora:39' is not pulled on this node" in str(error)
     assert not (tmp_path / "state").exists()  # validation creates nothing
 
 
-def test_image_reference_maps_to_a_file_name():
-    assert image_file_name("quay.io/containerdisks/fedora:39") == "quay.io_containerdisks_fedora_39"
-    assert image_file_name("registry:5000/a/b@sha256:ab") == "registry_5000_a_b_sha256_ab"
+def container_disk(tmp_path: Path, name: str, *files: str) -> Path:
+    """A pulled containerDisk example.org/NAME whose /disk/ holds ``files`` (qcow2 of 16M each)."""
+    disk_dir = tmp_path / "images" / name / "disk"
+    disk_dir.mkdir(parents=True)
+    for file in files:
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk_dir / file), "16M"], check=True)
+    return disk_dir
+
+
+def root_disk(source: dict) -> dict:
+    """A VMI whose disk ``root`` is the containerDisk ``source``."""
+    return vmi(domain__devices__disks=[{"name": "root", "disk": {}}],
+               volumes=[{"name": "root", "containerDisk": source}])
+
+
+@pytest.mark.parametrize("files, text", [
+    ((), "the image is not a containerDisk: /disk/ holds no file, not exactly one disk"),
+    (("a.qcow2", "b.qcow2"), "/disk/ holds 2 files (a.qcow2, b.qcow2)"),
+])
+def test_container_disk_without_exactly_one_disk_names_the_image_field(tmp_path, files, text):
+    container_disk(tmp_path, "empty_1", *files)
+    obj = root_disk({"image": "example.org/empty:1"})
+    error = unsupported(obj, tmp_path)
+    assert error.field == "spec.volumes[0].containerDisk.image"
+    assert text in error.message and "'example.org/empty:1'" in error.message
+    assert not (tmp_path / "state").exists()
+
+
+def test_container_disk_with_a_backing_file_or_garbage_is_refused(tmp_path):
+    disk_dir = container_disk(tmp_path, "chained_1")
+    base = tmp_path / "base.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "16M"], check=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base),
+                    str(disk_dir / "disk.qcow2")], check=True)
+    truncated = container_disk(tmp_path, "broken_1", "disk.qcow2") / "disk.qcow2"
+    truncated.write_bytes(truncated.read_bytes()[:104])  # the header says 16M of clusters; they are gone
+    for image, text in (("example.org/chained:1", "with a backing file"), ("example.org/broken:1", "is corrupt")):
+        error = unsupported(root_disk({"image": image}), tmp_path)
+        assert error.field == "spec.volumes[0].containerDisk.image"
+        assert text in error.message
+
+
+def test_container_disk_path_names_the_file_inside_the_image(tmp_path):
+    container_disk(tmp_path, "two_1", "a.qcow2", "b.qcow2")
+    obj = root_disk({"image": "example.org/two:1", "path": "/disk/b.qcow2"})
+    plan = plan_domain(obj, domain_type="qemu", state_dir=tmp_path / "state", images=pulled(tmp_path))
+    assert plan.files[0].backing == tmp_path / "images" / "two_1" / "disk" / "b.qcow2"
+    obj["spec"]["volumes"][0]["containerDisk"]["path"] = "/disk/c.qcow2"
+    error = unsupported(obj, tmp_path)
+    assert error.field == "spec.volumes[0].containerDisk.path" and "has no file /disk/c.qcow2" in error.message
+
+
+@pytest.mark.parametrize("source, field, text", [
+    ({"image": ""}, "spec.volumes[0].containerDisk.image", "an image reference is required"),
+    ({"image": "a b"}, "spec.volumes[0].containerDisk.image", "an image reference is required"),
+    ({"image": "example.org/x:1", "imagePullPolicy": "Sometimes"}, "spec.volumes[0].containerDisk.imagePullPolicy",
+     "must be one of Always, IfNotPresent, Never"),
+    ({"image": "example.org/x:1", "imagePullSecret": 3}, "spec.volumes[0].containerDisk.imagePullSecret",
+     "must be a Secret's name"),
+])
+def test_image_reference_errors_name_the_field(tmp_path, source, field, text):
+    error = unsupported(vmi(volumes=[{"name": "root", "containerDisk": source}]), tmp_path)
+    assert error.field == field and text in error.message
 
 
 def test_container_disk_becomes_an_overlay_and_empty_disk_a_fresh_qcow2(tmp_path):
-    images = tmp_path / "images"
-    images.mkdir()
-    image = images / "example.org_cirros_0.6.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(image), "16M"], check=True)
+    image = container_disk(tmp_path, "cirros_0.6", "cirros.qcow2") / "cirros.qcow2"
     before = image.read_bytes()
     obj = vmi(domain__devices__disks=[{"name": "root", "disk": {}, "bootOrder": 1},
                                       {"name": "scratch", "disk": {"bus": "sata"}}],
               volumes=[{"name": "root", "containerDisk": {"image": "example.org/cirros:0.6"}},
                        {"name": "scratch", "emptyDisk": {"capacity": "32Mi"}}])
     state = tmp_path / "state"
-    plan = plan_domain(obj, domain_type="qemu", state_dir=state, image_store=images)
+    plan = plan_domain(obj, domain_type="qemu", state_dir=state, images=pulled(tmp_path))
     disks = ET.fromstring(plan.xml).findall("devices/disk")
     targets = [(d.find("target").get("dev"), d.find("target").get("bus")) for d in disks]
     assert targets == [("vda", "virtio"), ("sda", "sata")]
@@ -195,13 +261,13 @@ def test_container_disk_becomes_an_overlay_and_empty_disk_a_fresh_qcow2(tmp_path
     assert image.read_bytes() == before
 
 
-def guest_store(tmp_path: Path) -> Path:
-    """An image store holding the container image example.org/guest:1 with a kernel and an initrd."""
-    boot = tmp_path / "images" / "example.org_guest_1" / "boot"
+def guest_store(tmp_path: Path) -> dict[str, Path]:
+    """The pulled container image example.org/guest:1 with a kernel and an initrd."""
+    boot = tmp_path / "images" / "guest_1" / "boot"
     boot.mkdir(parents=True)
     (boot / "vmlinuz").write_bytes(b"kernel")
     (boot / "initrd.img").write_bytes(b"initrd")
-    return tmp_path / "images"
+    return pulled(tmp_path)
 
 
 KERNEL_BOOT = {"kernelArgs": "console=ttyS0 virtops.tick=1",
@@ -213,7 +279,7 @@ def test_kernel_boot_copies_kernel_and_initrd_from_the_image_directory(tmp_path)
     images = guest_store(tmp_path)
     state = tmp_path / "state"
     plan = plan_domain(vmi(domain__firmware={"kernelBoot": KERNEL_BOOT}), domain_type="qemu", state_dir=state,
-                       image_store=images)
+                       images=images)
     os_el = ET.fromstring(plan.xml).find("os")
     assert os_el.findtext("kernel") == str(state / "kernel")
     assert os_el.findtext("initrd") == str(state / "initrd")
@@ -237,8 +303,7 @@ def test_every_domain_has_the_guest_agent_channel(tmp_path):
     ({"container": {"image": "example.org/guest:1"}}, "spec.domain.firmware.kernelBoot.container.kernelPath",
      "a kernel path"),
     ({"container": {"image": "example.org/other:2", "kernelPath": "/boot/vmlinuz"}},
-     "spec.domain.firmware.kernelBoot.container.image", "image 'example.org/other:2' is not in the node's image "
-     "store"),
+     "spec.domain.firmware.kernelBoot.container.image", "image 'example.org/other:2' is not pulled"),
     ({"container": {"image": "example.org/guest:1", "kernelPath": "/boot/missing"}},
      "spec.domain.firmware.kernelBoot.container.kernelPath", "'/boot/missing' is not in image"),
     ({"container": {"image": "example.org/guest:1", "kernelPath": "boot/vmlinuz"}},

@@ -31,7 +31,7 @@ def vmi(bound: str | None, deleted: bool = False) -> dict:
 @pytest.mark.parametrize("bound", ["node-b", None, ""])
 @pytest.mark.parametrize("deleted", [False, True])
 def test_a_vmi_relabelled_to_this_node_is_never_started_or_written(tmp_path, bound, deleted):
-    node = NodeAgent(Untouchable(), "node-a", Untouchable(), state_dir=tmp_path, image_store=tmp_path,
+    node = NodeAgent(Untouchable(), "node-a", Untouchable(), state_dir=tmp_path, image_cache=tmp_path,
                      domain_type="qemu")
     obj = vmi(bound, deleted)
     node._store(obj)

@@ -54,7 +54,7 @@ class NoClient:
 
 
 def agent(tmp_path, **kwargs) -> NodeAgent:
-    return NodeAgent(NoClient(), "node-a", FlakyHypervisor(), state_dir=tmp_path, image_store=tmp_path,
+    return NodeAgent(NoClient(), "node-a", FlakyHypervisor(), state_dir=tmp_path, image_cache=tmp_path,
                      domain_type="qemu", **kwargs)
 
 
@@ -103,7 +103,7 @@ class LibvirtdBackSoon:
 
 def test_a_failed_reconcile_is_retried_with_backoff_not_only_at_resync(tmp_path):
     hv = LibvirtdBackSoon()
-    node = NodeAgent(NoClient(), "node-a", hv, state_dir=tmp_path, image_store=tmp_path, domain_type="qemu",
+    node = NodeAgent(NoClient(), "node-a", hv, state_dir=tmp_path, image_cache=tmp_path, domain_type="qemu",
                      workers=1, resync_seconds=3600)
     # A VMI the cache does not hold: the real reconcile asks libvirt whether a domain of ours is left.
     node.queue.add(("ns", "gone"))

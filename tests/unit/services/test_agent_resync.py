@@ -28,7 +28,7 @@ class Queue:
 
 
 def agent(tmp_path) -> tuple[NodeAgent, Queue]:
-    node = NodeAgent(None, "node-a", OneOrphan(), state_dir=tmp_path, image_store=tmp_path,  # type: ignore[arg-type]
+    node = NodeAgent(None, "node-a", OneOrphan(), state_dir=tmp_path, image_cache=tmp_path,  # type: ignore[arg-type]
                      domain_type="qemu", resync_seconds=0.01)
     queue = node.queue = Queue()  # type: ignore[assignment]
     node._cache = {("ns", "b"): {"metadata": {"namespace": "ns", "name": "b", "labels": {NODE_LABEL: "node-a"}}}}

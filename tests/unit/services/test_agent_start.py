@@ -16,7 +16,7 @@ class NoHypervisor:
 
 def test_an_api_server_away_at_start_is_retried_not_fatal(tmp_path):
     client = KubeClient(f"https://127.0.0.1:{free_port()}")
-    node = NodeAgent(client, "node-a", NoHypervisor(), state_dir=tmp_path / "state", image_store=tmp_path,
+    node = NodeAgent(client, "node-a", NoHypervisor(), state_dir=tmp_path / "state", image_cache=tmp_path,
                      domain_type="qemu", heartbeat_seconds=0.1, workers=1)
     node.start()  # it used to raise urllib3's NewConnectionError from creating the Lease namespace
     try:
