@@ -31,6 +31,6 @@ def parse_quantity(value: str | int | float) -> Decimal:
     if not match:
         raise ValueError(f"not a quantity: {value!r}")
     number, suffix = Decimal(match.group(1)), match.group(2) or ""
-    if suffix[:1] in ("e", "E"):
-        return number * (Decimal(10) ** int(suffix[1:]))
-    return number * _SUFFIX[suffix]
+    if suffix in _SUFFIX:  # before the exponent: 'E' (exa) and 'Ei' (exbi) start like one
+        return number * _SUFFIX[suffix]
+    return number * (Decimal(10) ** int(suffix[1:]))

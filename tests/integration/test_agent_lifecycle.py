@@ -188,6 +188,27 @@ def test_unsupported_spec_fails_naming_the_field_and_leaves_no_domain(harness):
     wait_for("Failed VMI deleted", lambda: harness.vmi("hostdisk") is None)
 
 
+def test_impossible_disks_fail_the_vmi_naming_the_field_instead_of_being_retried(harness):
+    # 27 disks on one bus raised IndexError in the domain planner and an exabyte emptyDisk failed in the quantity
+    # parser: both were retried forever with the VMI left Scheduled.
+    harness.start_agent()
+    names = [f"d{i}" for i in range(27)]
+    harness.create_vmi("manydisks", domain={"resources": {"requests": {"memory": "64Mi"}},
+                                            "devices": {"disks": [{"name": n, "disk": {}} for n in names]}},
+                       volumes=[{"name": n, "emptyDisk": {"capacity": "1Mi"}} for n in names])
+    harness.create_vmi("hugedisk", domain={"resources": {"requests": {"memory": "64Mi"}},
+                                           "devices": {"disks": [{"name": "big", "disk": {}}]}},
+                       volumes=[{"name": "big", "emptyDisk": {"capacity": "100Ei"}}])
+    for name, field in (("manydisks", "spec.domain.devices.disks[26]: "),
+                        ("hugedisk", "spec.volumes[0].emptyDisk.capacity: 100Ei is larger than")):
+        wait_for(f"{name} Failed", lambda name=name: harness.phase(name) == "Failed")
+        synced = harness.condition(name, "Synchronized")
+        assert synced["reason"] == "UnsupportedSpec" and synced["message"].startswith(field), synced
+        assert harness.libvirt_state(name) is None
+    harness.kubectl("-n", harness.namespace, "delete", "vmi", "manydisks", "hugedisk", "--wait=false")
+    wait_for("Failed VMIs deleted", lambda: harness.vmi("manydisks") is None and harness.vmi("hugedisk") is None)
+
+
 def test_lease_is_created_and_renewed(harness):
     harness.start_agent()
     path = path_for("coordination.k8s.io/v1", "leases", harness.namespace, harness.node)

@@ -35,6 +35,9 @@ METADATA_PREFIX = "virtops"
 _MACHINE = re.compile(r"^(q35|pc|pc-q35-[0-9.]+|pc-i440fx-[0-9.]+)$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 _BUSES = {"virtio": "vd", "sata": "sd", "scsi": "sd"}
+_TARGET_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# The largest virtual size of a qcow2 image with qemu's default 64 KiB clusters (qemu-img refuses 2Pi + 1 byte).
+MAX_EMPTY_DISK_BYTES = 2**51
 _SUPPORTED_VOLUMES = ("containerDisk", "emptyDisk", "cloudInitNoCloud", "cloudInitConfigDrive")
 _UNSUPPORTED_DEVICES = ("gpus", "hostDevices", "filesystems", "watchdog", "tpm")
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
@@ -262,7 +265,11 @@ def _disks(vmi: dict[str, Any], state_dir: Path,
         prefix = _BUSES[bus]
         index = used.get(prefix, 0)
         used[prefix] = index + 1
-        target = prefix + "abcdefghijklmnopqrstuvwxyz"[index]
+        if index >= len(_TARGET_LETTERS):
+            raise UnsupportedSpecError(f"spec.domain.devices.disks[{d}]",
+                                       f"bus {bus!r} would make this the disk {index + 1} named {prefix}*; at most "
+                                       f"{len(_TARGET_LETTERS)} ({prefix}a to {prefix}z) are supported on this node")
+        target = prefix + _TARGET_LETTERS[index]
         path = state_dir / f"disk-{name}.qcow2"
         if is_cloud_init:  # its path comes with the cloud-init disk, below
             disks.append({"path": None, "bus": bus, "target": target, "boot": disk.get("bootOrder"),
@@ -291,6 +298,9 @@ def _disks(vmi: dict[str, Any], state_dir: Path,
                 raise UnsupportedSpecError(f"spec.volumes[{v}].emptyDisk.capacity", str(exc)) from None
             if size <= 0:
                 raise UnsupportedSpecError(f"spec.volumes[{v}].emptyDisk.capacity", "a positive capacity is required")
+            if size > MAX_EMPTY_DISK_BYTES:
+                raise UnsupportedSpecError(f"spec.volumes[{v}].emptyDisk.capacity",
+                                           f"{capacity} is larger than a qcow2 disk can be (at most 2Pi)")
             files.append(DiskFile(path=path, size_bytes=int(size.to_integral_value(ROUND_CEILING))))
         disks.append({"path": path, "bus": bus, "target": target, "boot": disk.get("bootOrder"),
                       "format": "qcow2", "device": "disk"})

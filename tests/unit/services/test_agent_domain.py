@@ -162,6 +162,29 @@ def test_volume_without_a_disk_is_refused_naming_it(tmp_path):
     assert "no disk in spec.domain.devices.disks uses volume 'data'" in error.message
 
 
+def test_an_empty_disk_larger_than_qcow2_allows_is_refused_naming_the_field(tmp_path):
+    def with_capacity(capacity):
+        return vmi(domain__devices__disks=[{"name": "big", "disk": {}}],
+                   volumes=[{"name": "big", "emptyDisk": {"capacity": capacity}}])
+
+    error = unsupported(with_capacity("100Ei"), tmp_path)
+    assert str(error) == "spec.volumes[0].emptyDisk.capacity: 100Ei is larger than a qcow2 disk can be (at most 2Pi)"
+    assert unsupported(with_capacity("2251799813685249"), tmp_path).field == "spec.volumes[0].emptyDisk.capacity"
+    plan_domain(with_capacity("2Pi"), domain_type="qemu", state_dir=tmp_path / "state", images={})
+
+
+def test_more_disks_on_a_bus_than_it_has_names_is_refused_naming_the_disk(tmp_path):
+    names = [f"d{i}" for i in range(27)]
+    obj = vmi(domain__devices__disks=[{"name": n, "disk": {"bus": "virtio"}} for n in names],
+              volumes=[{"name": n, "emptyDisk": {"capacity": "1Mi"}} for n in names])
+    error = unsupported(obj, tmp_path)  # it raised IndexError, and the agent retried the VMI forever
+    assert error.field == "spec.domain.devices.disks[26]"
+    assert "at most 26 (vda to vdz)" in str(error)
+    del obj["spec"]["domain"]["devices"]["disks"][26], obj["spec"]["volumes"][26]
+    plan = plan_domain(obj, domain_type="qemu", state_dir=tmp_path / "state", images={})
+    assert "vdz" in plan.xml
+
+
 def test_container_disk_not_pulled_names_the_field(tmp_path):
     obj = vmi(domain__devices__disks=[{"name": "root", "disk": {"bus": "virtio"}}],
               volumes=[{"name": "root", "containerDisk": {"image": "quay.io/containerdisks/fedora:39"}}])

@@ -17,6 +17,8 @@ from virtops.quantity import parse_quantity
 @pytest.mark.parametrize(("text", "value"), [
     ("64Mi", 64 * 2**20), ("1Gi", 2**30), ("1.5Gi", 3 * 2**29), ("500m", Decimal("0.5")), ("128M", 128 * 10**6),
     ("2k", 2000), ("2", 2), (" 2 ", 2), ("1e3", 1000), ("5.", 5), (".5", Decimal("0.5")), (3, 3), (1.5, Decimal("1.5")),
+    # 'E' (exa) and 'Ei' (exbi) begin like a decimal exponent: they failed with "invalid literal for int()".
+    ("100Ei", 100 * 2**60), ("1Ei", 2**60), ("2E", 2 * 10**18), ("1E3", 1000), ("2Pi", 2**51),
 ])
 def test_quantities_parse_to_base_units(text, value):
     assert parse_quantity(text) == value
