@@ -16,6 +16,10 @@ options:
       - When neither O(kubeconfig) nor O(host) is set, C(KUBECONFIG) (several files are merged as kubectl
         does), then C(~/.kube/config), then the in-cluster service account are used.
       - Can also be set with E(K8S_AUTH_KUBECONFIG).
+      - Never logged. In the task result, the secrets of a dict (C(client-key-data), C(token), C(password),
+        a cluster's C(proxy-url), exec C(env) and C(auth-provider)) are hidden; its other fields are shown.
+      - Embedded certificates and keys are loaded into memory; no file of them is left, not even when the
+        task is killed.
     type: raw
   context:
     description: Context in the kubeconfig to use. Can also be set with E(K8S_AUTH_CONTEXT).
@@ -49,7 +53,9 @@ options:
     type: path
     aliases: [key_file]
   proxy:
-    description: HTTP proxy URL for the API connection. Can also be set with E(K8S_AUTH_PROXY).
+    description:
+      - HTTP proxy URL for the API connection. Can also be set with E(K8S_AUTH_PROXY).
+      - Never logged or shown in the task result, since it may carry credentials (C(http://user:password@host:port)).
     type: str
   no_proxy:
     description: Comma-separated hosts that bypass O(proxy). Can also be set with E(K8S_AUTH_NO_PROXY).

@@ -13,10 +13,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import atexit
 import base64
 import json
 import os
+import ssl
 import subprocess
 import tempfile
 
@@ -63,6 +63,10 @@ class ConnectionSettings:
         self.ca_file = None
         self.cert_file = None
         self.key_file = None
+        # Embedded credentials (kubeconfig *-data, an exec plugin's answer) stay in memory: PEM text / bytes.
+        self.ca_data = None
+        self.cert_data = None
+        self.key_data = None
         self.token = None
         self.username = None
         self.password = None
@@ -74,34 +78,11 @@ class ConnectionSettings:
         self.tls_server_name = None
 
 
-class _TempFiles:
-    """Certificate data from a kubeconfig, written to 0600 files removed at exit."""
-
-    def __init__(self):
-        self.paths = []
-        atexit.register(self.cleanup)
-
-    def write(self, data):
-        fd, path = tempfile.mkstemp(prefix="virtops-kube-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        self.paths.append(path)
-        return path
-
-    def cleanup(self):
-        for path in self.paths:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-        self.paths = []
-
-
-_TEMP = _TempFiles()
-
-
-def _b64_file(data):
-    return _TEMP.write(base64.b64decode(data))
+def _b64(data, field, source):
+    try:
+        return base64.b64decode(data)
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError("kubeconfig {0}: {1} is not base64: {2}".format(source, field, exc))
 
 
 def _named(items, name, what, source):
@@ -169,16 +150,16 @@ def settings_from_kubeconfig(config, context=None, source="kubeconfig"):
     settings.tls_server_name = cluster.get("tls-server-name")
     settings.proxy = cluster.get("proxy-url")
     if cluster.get("certificate-authority-data"):
-        settings.ca_file = _b64_file(cluster["certificate-authority-data"])
+        settings.ca_data = _b64(cluster["certificate-authority-data"], "certificate-authority-data", source)
     elif cluster.get("certificate-authority"):
         settings.ca_file = cluster["certificate-authority"]
 
     if user.get("client-certificate-data"):
-        settings.cert_file = _b64_file(user["client-certificate-data"])
+        settings.cert_data = _b64(user["client-certificate-data"], "client-certificate-data", source)
     elif user.get("client-certificate"):
         settings.cert_file = user["client-certificate"]
     if user.get("client-key-data"):
-        settings.key_file = _b64_file(user["client-key-data"])
+        settings.key_data = _b64(user["client-key-data"], "client-key-data", source)
     elif user.get("client-key"):
         settings.key_file = user["client-key"]
     if user.get("token"):
@@ -192,8 +173,8 @@ def settings_from_kubeconfig(config, context=None, source="kubeconfig"):
         status = _exec_credential(user["exec"], source)
         settings.token = status.get("token") or settings.token
         if status.get("clientCertificateData"):
-            settings.cert_file = _TEMP.write(status["clientCertificateData"].encode())
-            settings.key_file = _TEMP.write(status["clientKeyData"].encode())
+            settings.cert_data, settings.cert_file = status["clientCertificateData"].encode(), None
+            settings.key_data, settings.key_file = (status.get("clientKeyData") or "").encode(), None
     if user.get("auth-provider"):
         raise DefinitionError(
             "kubeconfig {0}: user {1!r} uses a legacy auth-provider, which is not supported; "
@@ -264,6 +245,9 @@ def resolve_settings(params):
     for option, attr in overrides.items():
         if params.get(option) not in (None, ""):
             setattr(settings, attr, params[option])
+    for option, attr in (("ca_cert", "ca_data"), ("client_cert", "cert_data"), ("client_key", "key_data")):
+        if params.get(option) not in (None, ""):
+            setattr(settings, attr, None)  # the option's file wins over the kubeconfig's embedded data
     if params.get("validate_certs") is not None:
         settings.verify = params["validate_certs"]
     if params.get("impersonate_groups"):
@@ -271,6 +255,45 @@ def resolve_settings(params):
     if not settings.host:
         raise DefinitionError("host: no API server address in the kubeconfig or options")
     return settings
+
+
+def _ssl_context(settings):
+    """Server verification and the client certificate, loaded once into memory.
+
+    ``ssl`` loads a certificate chain only from paths, so embedded key material passes through a private
+    directory (0700) for the duration of this call alone: no key file outlives it, not even when Ansible kills
+    the module later (the services' client does the same).
+    """
+    try:
+        if settings.ca_data is not None:
+            data = settings.ca_data
+            context = ssl.create_default_context(cadata=data.decode("ascii") if b"-----BEGIN" in data else data)
+        else:
+            context = ssl.create_default_context(cafile=settings.ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise DefinitionError("ca_cert: cannot load the certificate authority: {0}".format(exc))
+    if not settings.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.cert_data is None and settings.key_data is None and not settings.cert_file:
+        return context
+    try:
+        if settings.cert_data is None and settings.key_data is None:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+            return context
+        with tempfile.TemporaryDirectory(prefix="virtops-kube-") as private:
+            paths = []
+            for name, data, path in (("cert.pem", settings.cert_data, settings.cert_file),
+                                     ("key.pem", settings.key_data, settings.key_file)):
+                if data is not None:
+                    path = os.path.join(private, name)
+                    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+                        f.write(data)
+                paths.append(path)
+            context.load_cert_chain(paths[0], paths[1])
+    except (ssl.SSLError, OSError) as exc:
+        raise DefinitionError("client_cert/client_key: cannot load the client certificate and key: {0}".format(exc))
+    return context
 
 
 def _bypass_proxy(host, no_proxy):
@@ -302,9 +325,7 @@ class KubeClient:
         if self.host.startswith("https"):
             pool_args.update(
                 cert_reqs="CERT_REQUIRED" if settings.verify else "CERT_NONE",
-                ca_certs=settings.ca_file if settings.verify else None,
-                cert_file=settings.cert_file,
-                key_file=settings.key_file,
+                ssl_context=_ssl_context(settings),
             )
             if settings.tls_server_name:
                 pool_args["server_hostname"] = settings.tls_server_name

@@ -9,7 +9,7 @@ __metaclass__ = type
 
 from ansible.module_utils.basic import missing_required_lib
 
-from ansible_collections.virtops.kubevirt.plugins.module_utils.args import auth_params
+from ansible_collections.virtops.kubevirt.plugins.module_utils.args import auth_params, hide_only_kubeconfig_secrets
 from ansible_collections.virtops.kubevirt.plugins.module_utils.client import (
     HAS_URLLIB3,
     HAS_YAML,
@@ -43,6 +43,7 @@ def run(module, action, connections=None):
 
     ``connections``: how many requests the action may have in flight at once (a batch's concurrency).
     """
+    hide_only_kubeconfig_secrets(module)
     check_requirements(module)
     try:
         result = action(client_for(module, connections))

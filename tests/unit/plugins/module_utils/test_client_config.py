@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import pytest
 import yaml
@@ -28,14 +27,13 @@ def params(**kw):
     return dict(kw)
 
 
-def test_kubeconfig_dict_with_certificate_data_goes_to_private_files():
+def test_kubeconfig_dict_with_certificate_data_keeps_it_in_memory():
     settings = resolve_settings(params(kubeconfig=kubeconfig(namespace="team",
                                                              **{"client-key-data": base64.b64encode(b"KEY").decode()})))
     assert settings.host == "https://127.0.0.1:6443"
     assert settings.namespace == "team"
-    assert Path(settings.ca_file).read_bytes() == b"CA"
-    assert Path(settings.key_file).read_bytes() == b"KEY"
-    assert Path(settings.key_file).stat().st_mode & 0o077 == 0
+    assert (settings.ca_data, settings.key_data) == (b"CA", b"KEY")
+    assert (settings.ca_file, settings.key_file) == (None, None)
 
 
 def test_context_option_selects_another_context():
