@@ -413,6 +413,7 @@ class KubeClient:
         """Yield watch events (dicts with type/object) until the server ends the stream."""
         query = dict(query, watch="true", allowWatchBookmarks="true", timeoutSeconds=max(1, int(timeout_seconds)))
         resp = self.request("GET", path, query, timeout=timeout_seconds + 10, stream=True)
+        ended = False
         try:
             buf = b""
             for chunk in resp.stream(4096, decode_content=True):
@@ -425,11 +426,16 @@ class KubeClient:
                             status = event.get("object") or {}
                             raise api_error(status.get("code") or 500, status)
                         yield event
+            ended = True
         except urllib3.exceptions.ReadTimeoutError:
             return
         except urllib3.exceptions.HTTPError as exc:
             raise UnreachableError(self.host, _reason(exc))
         finally:
+            # A stream the caller left (it saw what it waited for) still has unread data on its connection: back in
+            # the pool, the next request would read that instead of its own answer. Close it; the pool reconnects.
+            if not ended:
+                resp.close()
             resp.release_conn()
 
 

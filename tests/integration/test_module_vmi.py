@@ -266,3 +266,34 @@ def test_a_batch_in_check_mode_changes_nothing_and_deletes_as_a_batch(module, ku
     gone = module("vmi", {"definition": vmis, "namespace": namespace, "state": "absent", "wait": True})
     assert gone["changed"] is True and {r["method"] for r in gone["results"]} == {"deleted"}
     assert json.loads(kubevirt_api("-n", namespace, "get", "vmis", "-o", "json"))["items"] == []
+
+
+@pytest.fixture
+def node(lab, kubevirt_api, namespace):
+    """A real node agent on this host's libvirt, serving the test's namespace."""
+    from agent_process import AgentLab
+
+    agent_lab = AgentLab(lab, kubevirt_api, namespace)
+    yield agent_lab
+    agent_lab.close()
+
+
+def test_recreate_of_a_vmi_its_agent_holds_with_the_finalizer(module, node):
+    # The wait for the old VMI to be gone watches until the agent has stopped the domain and dropped its
+    # finalizer, and leaves that watch as soon as the DELETED event arrives; the create that follows must get an
+    # answer of its own, not the rest of the abandoned stream on a connection handed back to the pool.
+    from virtops.agent.agent import FINALIZER
+
+    node.start_agent()
+    definition = node.vmi_body("held")
+    first = module("vmi", {"definition": definition, "wait": True})
+    assert first["changed"] is True and first["vmi"]["status"]["phase"] == "Running", first
+    assert FINALIZER in node.vmi("held")["metadata"]["finalizers"]
+    old_uid = first["vmi"]["metadata"]["uid"]
+
+    definition["spec"]["domain"]["resources"]["requests"]["memory"] = "96Mi"
+    result = module("vmi", {"definition": definition, "recreate": True, "wait": True})
+    assert not result.get("failed"), result.get("msg")
+    assert result["method"] == "recreated" and result["vmi"]["metadata"]["uid"] != old_uid
+    assert result["vmi"]["status"]["phase"] == "Running"
+    assert result["vmi"]["spec"]["domain"]["resources"]["requests"]["memory"] == "96Mi"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
 import pytest
+from conftest import run_module, wait_until
 
 
 def vmi(name, namespace, **labels):
@@ -104,3 +106,44 @@ def test_managed_fields_are_left_out_unless_asked_for(module, two_namespaces):
     assert all(r["metadata"]["managedFields"] for r in whole["resources"])
     one = module("vmi_info", {"name": "web1", "namespace": ns_a, "hidden_fields": []})
     assert one["resources"][0]["metadata"]["managedFields"]
+
+
+def open_namespaced_vmi_watches(kubectl) -> float:
+    """kube-apiserver's own count of VMI watches in flight that are not cluster-wide (the agent's watch is)."""
+    total = 0.0
+    for line in kubectl("get", "--raw", "/metrics").splitlines():
+        if (line.startswith("apiserver_longrunning_requests{") and 'resource="virtualmachineinstances"' in line
+                and 'scope="cluster"' not in line and 'verb="WATCH"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_wait_over_several_vmis_a_real_agent_starts(lab, kubevirt_api, namespace):
+    # vmi_info lists three VMIs none of which runs yet, then waits on each in turn: every wait leaves its watch when
+    # its VMI runs, and the next wait's watch must not land on the connection the last one abandoned.
+    from agent_process import AgentLab
+
+    node = AgentLab(lab, kubevirt_api, namespace)
+    try:
+        node.create_vmis("one", "two", "three")
+        outcome: dict = {}
+
+        def wait_for_all() -> None:
+            outcome["result"] = run_module("vmi_info", {"kubeconfig": lab.kubeconfig, "namespace": namespace,
+                                                        "wait": True, "wait_for": {"phase": "Running"},
+                                                        "wait_timeout": 300})
+
+        waiter = threading.Thread(target=wait_for_all)
+        waiter.start()
+        # Start the agent only once the module is watching the first VMI: its list then saw none of them running.
+        wait_until(lambda: open_namespaced_vmi_watches(kubevirt_api) >= 1 or not waiter.is_alive(),
+                   attempts=600, delay=0.1)
+        assert waiter.is_alive(), outcome
+        node.start_agent()
+        waiter.join()
+        result = outcome["result"]
+        assert not result.get("failed"), result.get("msg")
+        assert sorted((s["name"], s["phase"]) for s in result["summaries"]) == [
+            ("one", "Running"), ("three", "Running"), ("two", "Running")]
+    finally:
+        node.close()

@@ -197,6 +197,7 @@ class KubeClient:
         """Watch events ({type, object}) until the server closes the stream; ERROR events raise."""
         query = dict(query or {}, watch="true", allowWatchBookmarks="true", timeoutSeconds=timeout_seconds)
         resp = self.request("GET", path, query, timeout=timeout_seconds + 15, stream=True)
+        ended = False
         try:
             buf = b""
             for chunk in resp.stream(8192, decode_content=True):
@@ -210,5 +211,10 @@ class KubeClient:
                         status = event.get("object") or {}
                         raise api_error(status.get("code") or 500, status)
                     yield event
+            ended = True
         finally:
+            # A stream left early (the caller stopped, an ERROR event, a failed handler) still has unread data on
+            # its connection: back in the pool, the next request would read that instead of its own answer.
+            if not ended:
+                resp.close()
             resp.release_conn()
