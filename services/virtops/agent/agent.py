@@ -43,6 +43,8 @@ from virtops.kube import ApiError, ConflictError, ForbiddenError, GoneError, Kub
 from virtops.node.hypervisor import domain_type as detect_domain_type
 
 log = logging.getLogger("virtops.agent")
+# How many delivered versions of one VMI the cache remembers: more than a write can be overtaken by.
+DELIVERED_KEPT = 32
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -172,6 +174,10 @@ class KeyQueue:
             return len(self._order)
 
 
+def _version(obj: Obj) -> str:
+    return (obj.get("metadata") or {}).get("resourceVersion", "")
+
+
 def _key(obj: Obj) -> Key:
     return obj["metadata"]["namespace"], obj["metadata"]["name"]
 
@@ -245,6 +251,9 @@ class NodeAgent:
         self.synced = threading.Event()
         self.queue = KeyQueue()
         self._cache: dict[Key, Obj] = {}
+        # The resourceVersions the watch (or the list) delivered per cached key, newest last: a write's answer of
+        # one of these is not newer than the cache (see _store).
+        self._delivered: dict[Key, deque[str]] = {}
         self._cache_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_heartbeat: datetime.datetime | None = None
@@ -388,16 +397,11 @@ class NodeAgent:
             return self._cache.get(key)
 
     def _store(self, obj: Obj) -> None:
-        """Cache an object we read or wrote, unless the watch already delivered a newer one."""
+        """Cache an object we read or wrote, unless the watch already delivered that version (the cache then holds
+        it or a newer one). resourceVersions are opaque: only equality means anything, never order."""
         key = _key(obj)
         with self._cache_lock:
-            old = self._cache.get(key)
-            try:
-                older = old is not None and int(old["metadata"]["resourceVersion"]) > int(
-                    obj["metadata"]["resourceVersion"])
-            except (KeyError, ValueError):
-                older = False
-            if not older:
+            if (obj.get("metadata") or {}).get("resourceVersion") not in self._delivered.get(key, ()):
                 self._cache[key] = obj
 
     def _informer_loop(self) -> None:
@@ -409,6 +413,7 @@ class NodeAgent:
                 with self._cache_lock:
                     old = set(self._cache)
                     self._cache = {_key(i): i for i in items}
+                    self._delivered = {_key(i): deque([_version(i)], maxlen=DELIVERED_KEPT) for i in items}
                     keys = old | set(self._cache)
                 for key in keys:
                     self.queue.add(key)
@@ -427,8 +432,10 @@ class NodeAgent:
                         with self._cache_lock:
                             if event.get("type") == "DELETED":
                                 self._cache.pop(key, None)
+                                self._delivered.pop(key, None)
                             else:
                                 self._cache[key] = obj
+                                self._delivered.setdefault(key, deque(maxlen=DELIVERED_KEPT)).append(_version(obj))
                         self.queue.add(key)
                         if self.stop_event.is_set():
                             return

@@ -46,3 +46,55 @@ def test_a_write_to_a_live_vmi_is_cached(tmp_path):
     node = agent(tmp_path, answer=vmi([FINALIZER], deleted=False))
     node._patch(vmi([], deleted=False), {"metadata": {"finalizers": [FINALIZER]}})
     assert node.cached(("ns", "a"))["metadata"]["finalizers"] == [FINALIZER]
+
+
+def watched(version: str, phase: str) -> dict:
+    return {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": version,
+                         "labels": {NODE_LABEL: "node-a"}, "finalizers": [FINALIZER]}, "status": {"phase": phase}}
+
+
+class WatchingApiServer(ApiServer):
+    """The API boundary with a list and a watch: the watch delivers ``events``, then ``late`` runs (a write's
+    answer that arrives only now), then the agent stops."""
+
+    def __init__(self, answer: dict, events: list[dict]) -> None:
+        super().__init__(answer)
+        self.events = events
+        self.node: NodeAgent | None = None
+        self.late = lambda: None
+
+    def list(self, path, query=None):
+        return [watched("rv-a", "Scheduled")], "rv-a"
+
+    def watch(self, path, query=None, timeout_seconds=300):
+        yield from self.events
+        self.late()
+        self.node.stop_event.set()
+
+
+class EmptyHost:
+    def list_names(self, prefix=""):
+        return []
+
+
+def informed(tmp_path, answer: dict, events: list[dict], late) -> NodeAgent:
+    api = WatchingApiServer(answer, [{"type": "MODIFIED", "object": e} for e in events])
+    node = NodeAgent(api, "node-a", EmptyHost(), state_dir=tmp_path, image_cache=tmp_path, domain_type="qemu")
+    api.node, api.late = node, lambda: late(node)
+    node._informer_loop()
+    return node
+
+
+def test_a_write_answer_the_watch_already_passed_does_not_replace_the_newer_object(tmp_path):
+    # resourceVersions are opaque strings; only equality means anything. The agent compared them as integers:
+    # on any other form that raised ValueError, and the stale answer replaced the newer object in the cache.
+    node = informed(tmp_path, answer=watched("rv-b", "Running"),
+                    events=[watched("rv-b", "Running"), watched("rv-c", "Succeeded")],  # ours, then someone else's
+                    late=lambda node: node._patch(watched("rv-a", "Scheduled"), {"status": {"phase": "Running"}}))
+    assert node.cached(("ns", "a"))["metadata"]["resourceVersion"] == "rv-c"
+
+
+def test_a_write_answer_the_watch_has_not_delivered_yet_is_cached(tmp_path):
+    node = informed(tmp_path, answer=watched("rv-b", "Running"), events=[],
+                    late=lambda node: node._patch(watched("rv-a", "Scheduled"), {"status": {"phase": "Running"}}))
+    assert node.cached(("ns", "a"))["metadata"]["resourceVersion"] == "rv-b"
