@@ -8,6 +8,7 @@ It prints the seed, the faults injected by kind, the operations and each invaria
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from conftest import CRDS, USER_ROLES, Kubectl, wait_until
@@ -57,4 +58,7 @@ def test_chaos_soak_keeps_every_invariant(stack, capsys):
         text = report.render(INVARIANTS)
         tracebacks = components_log_tracebacks(info.state_dir)
         print(text + f"\ntracebacks in component logs: {tracebacks or 'none'}", flush=True)
+    if report.violations:  # the lab's state dir goes with the fixture: keep the components' logs for the reader
+        kept = shutil.copytree(f"{info.state_dir}/logs", f"/tmp/virtops-soak-logs-{report.seed}-{os.getpid()}")
+        text += f"\ncomponent logs kept in {kept}"
     assert not report.violations, text
