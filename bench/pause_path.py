@@ -1,9 +1,10 @@
-"""Where the time of a pause goes: PUT .../pause -> annotation -> agent -> domain suspended -> Paused condition.
+"""Where the time of a pause goes: PUT .../pause -> subresource API -> node API -> domain suspended -> Paused condition.
 
 Not a test (no limits asserted): it prints, per stage, the median and worst of N pauses (and unpauses), seen
-from outside: the PUT's answer, a watch on the VMI (annotation written, Paused condition visible), and
-libvirt's lifecycle events (domain suspended/resumed). The agent's own histograms (/metrics) split its
-reconcile into libvirt calls. Needs a stack lab: the controller serves the subresource API.
+from outside: the PUT's answer, libvirt's lifecycle events (domain suspended/resumed), a watch on the VMI
+(Paused condition visible); and, as the peer in the same run, a bare libvirt suspend/resume of the same
+domain. The agent's own histograms (/metrics) split its work into libvirt calls. Needs a stack lab: the
+controller serves the subresource API.
 
     .venv/bin/python bench/pause_path.py [--repeats 10]
 """
@@ -24,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import libvirt
 from virtops.agent.libvirt_events import DomainEventWatcher
 from virtops.kube import KubeClient, path_for
 from virtops.lab import ControlPlane
@@ -71,8 +73,6 @@ def _watch_vmi(client: KubeClient, path: str, name: str, timeline: Timeline, sto
                                   timeout_seconds=30):
             obj = event["object"]
             rv = obj["metadata"].get("resourceVersion", rv)
-            intent = (obj["metadata"].get("annotations") or {}).get("virtops.kubevirt.io/power-state", "")
-            timeline.mark("annotation", intent)
             conditions = {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
             timeline.mark("condition", "paused" if "Paused" in conditions else "running")
             if stop.is_set():
@@ -102,8 +102,10 @@ def main() -> int:
         port = free_port()
         kubeconfig = plane.agent_kubeconfig(node)
         agent = subprocess.Popen([sys.executable, "-m", "virtops.agent.main", f"--kubeconfig={kubeconfig}",
-                                  f"--node-name={node}", f"--state-dir={state_dir}", f"--image-cache={state_dir}/images",
-                                  "--heartbeat-seconds=2", f"--metrics-address=127.0.0.1:{port}"],
+                                  f"--node-name={node}", f"--state-dir={state_dir}",
+                                  f"--image-cache={state_dir}/images", "--heartbeat-seconds=2",
+                                  f"--metrics-address=127.0.0.1:{port}",
+                                  *plane.node_api_agent_args(node)],
                                  stderr=open(state_dir / "agent.log", "w"))
         client = KubeClient.from_kubeconfig(info.kubeconfig)
         vmis = path_for("kubevirt.io/v1", "virtualmachineinstances", ns)
@@ -124,14 +126,23 @@ def main() -> int:
         time.sleep(1)
         sub = path_for("subresources.kubevirt.io/v1", "virtualmachineinstances", ns, "p")
         rows: dict[str, list[float]] = {}
+        # The peer: libvirt's own suspend and resume of the same domain, no API in between.
+        dom = libvirt.open("qemu:///system").lookupByName(domain)
         for _repeat in range(args.repeats):
-            steps = (("pause", "paused", "suspended", "paused"), ("unpause", "running", "resumed", "running"))
-            for action, intent, domain_event, condition in steps:
+            for label, call, condition in (("suspend", dom.suspend, "paused"), ("resume", dom.resume, "running")):
+                timeline.clear()
+                t0 = time.monotonic()
+                call()
+                rows.setdefault(f"bare libvirt {label}", []).append((time.monotonic() - t0) * 1000)
+                timeline.wait("condition", condition)  # the agent follows; let it settle before the next call
+                time.sleep(0.3)
+        for _repeat in range(args.repeats):
+            steps = (("pause", "suspended", "paused"), ("unpause", "resumed", "running"))
+            for action, domain_event, condition in steps:
                 timeline.clear()
                 t0 = time.monotonic()
                 client.update(f"{sub}/{action}", {})
                 stages = {"PUT answered": time.monotonic(),
-                          "annotation in a watch": timeline.wait("annotation", intent),
                           "domain " + domain_event: timeline.wait("domain", domain_event),
                           "condition in a watch": timeline.wait("condition", condition)}
                 for stage, at in stages.items():
@@ -170,6 +181,10 @@ def main() -> int:
         count = re.search(r"^virtops_agent_reconcile_duration_seconds_count (\S+)", text, re.M)
         if total and count:
             print(f"  reconcile (all)          {float(total[1]) / float(count[1]) * 1000:7.2f} ({count[1]})")
+        peer = statistics.median(rows["bare libvirt suspend"])
+        print(f"PUT pause -> Paused condition visible: {statistics.median(rows['pause: condition in a watch']):.1f} ms "
+              f"median, {statistics.median(rows['pause: condition in a watch']) / peer:.1f}x a bare libvirt suspend "
+              f"({peer:.1f} ms) in the same run")
         print(json.dumps({k: round(statistics.median(v), 1) for k, v in rows.items()}))
     finally:
         stop.set()

@@ -22,8 +22,8 @@ from typing import Any
 
 import libvirt
 from conftest import wait_until
-from virtops.agent.agent import POWER_STATE
 from virtops.agent.hypervisor import LibvirtHypervisor
+from virtops.api.nodes import NodeApiClient, NodeApiCredentials
 from virtops.kube import KubeClient, NotFoundError, path_for
 from virtops.lab import ControlPlane
 from virtops.lab.control_plane import free_port
@@ -92,6 +92,10 @@ class AgentLab:
         os.chmod(self.state_dir, 0o755)
         self.metrics_port = free_port()
         self.agents: list[AgentProcess] = []
+        self.node_api_args = self.plane.node_api_agent_args(self.node)
+        files = self.plane.node_api_client_files()
+        # The subresource API's own client of the node API, with its identity: what a pause does past the API.
+        self.node_api = NodeApiClient(self.admin, NodeApiCredentials(files["cert"], files["key"], files["ca"]))
 
     # --- the agent ----------------------------------------------------------
     def agent_argv(self, *extra: str) -> list[str]:
@@ -99,7 +103,8 @@ class AgentLab:
                 f"--node-name={self.node}", f"--state-dir={self.state_dir}",
                 f"--image-cache={self.state_dir / 'images'}", f"--registry-ca-dir={self.registry.ca_dir}",
                 "--pull-backoff-max-seconds=2", "--heartbeat-seconds=1",
-                f"--metrics-address=127.0.0.1:{self.metrics_port}", "--watch-timeout-seconds=30", *extra]
+                f"--metrics-address=127.0.0.1:{self.metrics_port}", "--watch-timeout-seconds=30",
+                *self.node_api_args, *extra]
 
     def start_agent(self, *extra: str, argv: list[str] | None = None) -> AgentProcess:
         agent = AgentProcess(argv or self.agent_argv(*extra), self.state_dir / f"agent-{len(self.agents)}.log")
@@ -160,7 +165,10 @@ class AgentLab:
         return next((c for c in conditions if c["type"] == kind), None)
 
     def set_power(self, name: str, value: str) -> None:
-        self.kubectl("-n", self.namespace, "annotate", "vmi", name, f"{POWER_STATE}={value}", "--overwrite")
+        """Pause ("paused") or unpause ("running") through the agent's node API, as the subresource API does."""
+        vmi = self.vmi(name)
+        assert vmi is not None, f"no VMI {name}"
+        self.node_api.put(vmi, "pause" if value == "paused" else "unpause")
 
     def delete(self, *names: str) -> None:
         self.kubectl("-n", self.namespace, "delete", "vmi", *names, "--wait=false")

@@ -43,7 +43,7 @@ metrics_address: 127.0.0.1:{node.metrics_port}
 """)
     # Flags override the file (log format) and add to its labels.
     agent = node.start_agent(argv=node.agent_argv()[:3] + [f"--config={config}", "--log-format=json",
-                                                           "--labels=disk=ssd"])
+                                                           "--labels=disk=ssd", *node.node_api_args])
     lease = node.admin.get(path_for("coordination.k8s.io/v1", "leases", "kube-node-lease", node.node))
     annotations = lease["metadata"]["annotations"]
     assert json.loads(annotations["virtops.kubevirt.io/capacity"]) == {"cpu": "2", "memory": "3Gi"}

@@ -1,24 +1,35 @@
-"""subresources.kubevirt.io/v1 served by our aggregated API server, reached through the lab's kube-apiserver."""
+"""subresources.kubevirt.io/v1 served by our aggregated API server, reached through the lab's kube-apiserver.
+
+Running VMIs are real: one node agent (a process with its node API) runs them on this host's libvirt, and the
+server calls that node API for pause and unpause. Clients: KubeVirt's own virtctl, kubectl, the API directly.
+"""
 
 from __future__ import annotations
 
 import datetime
 import json
+import socket
+import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import urllib3
+from agent_process import AgentLab
+from conftest import wait_until
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from virtops.agent.hypervisor import LibvirtHypervisor
 from virtops.api import SubresourceServer, register, serving_certificate, unregister
-from virtops.api.subresources import POWER_STATE
+from virtops.api.nodes import NodeApiCredentials
 from virtops.kube import ApiError, KubeClient, path_for
+from virtops.lab.guest import BOOTED, kernel_boot
 from virtops.pki import CertificateAuthority
 
 GV = "/apis/subresources.kubevirt.io/v1"
@@ -27,7 +38,9 @@ GV = "/apis/subresources.kubevirt.io/v1"
 class Api:
     """The running server, the lab admin client and what the direct (front-proxy) requests need."""
 
-    def __init__(self, server: SubresourceServer, admin: KubeClient, ca_file: str, pki: Path, kubeconfig: str):
+    def __init__(self, server: SubresourceServer, admin: KubeClient, ca_file: str, pki: Path, kubeconfig: str,
+                 node: AgentLab):
+        self.node = node
         self.ca_pem = Path(ca_file).read_bytes()
         self.server = server
         self.admin = admin
@@ -69,14 +82,19 @@ def api(lab, kubevirt_api, tmp_path_factory) -> Iterator[Api]:
     (tmp / "tls.key").write_bytes(key)
     (tmp / "ca.crt").write_bytes(ca.cert_pem)
     admin = KubeClient.from_kubeconfig(lab.kubeconfig)
-    server = SubresourceServer(admin, cert_file=str(tmp / "tls.crt"), key_file=str(tmp / "tls.key"))
+    node = AgentLab(lab, kubevirt_api, f"subres-{uuid.uuid4().hex[:6]}")
+    files = node.plane.node_api_client_files()
+    server = SubresourceServer(admin, cert_file=str(tmp / "tls.crt"), key_file=str(tmp / "tls.key"),
+                               node_api=NodeApiCredentials(files["cert"], files["key"], files["ca"]))
     server.start()
     try:
+        node.start_agent()
         register(admin, port=server.port, ca_pem=ca.cert_pem)
-        yield Api(server, admin, str(tmp / "ca.crt"), Path(lab.state_dir) / "pki", lab.kubeconfig)
+        yield Api(server, admin, str(tmp / "ca.crt"), Path(lab.state_dir) / "pki", lab.kubeconfig, node)
     finally:
         unregister(admin)
         server.stop()
+        node.close()
 
 
 def put(client: KubeClient, namespace: str, resource: str, name: str, sub: str, body: Any = None,
@@ -88,12 +106,19 @@ def put(client: KubeClient, namespace: str, resource: str, name: str, sub: str, 
         return exc.status, exc.body
 
 
-def make_vmi(kubectl, namespace: str, name: str, phase: str | None = "Running") -> None:
-    vmi = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-           "metadata": {"name": name, "namespace": namespace},
-           "spec": {"domain": {"resources": {"requests": {"memory": "64Mi"}}, "devices": {}}}}
+def make_vmi(api: Api, kubectl, namespace: str, name: str, phase: str | None = "Running") -> None:
+    """Running: a real diskless VMI that the module's agent runs. Other phases: an object only (no node)."""
+    vmi: dict[str, Any] = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                           "metadata": {"name": name, "namespace": namespace},
+                           "spec": {"terminationGracePeriodSeconds": 1,
+                                    "domain": {"resources": {"requests": {"memory": "64Mi"}}, "devices": {}}}}
+    if phase == "Running":  # the test plays the scheduler
+        vmi["metadata"]["labels"] = {"kubevirt.io/nodeName": api.node.node}
+        vmi["status"] = {"phase": "Scheduled", "nodeName": api.node.node}
     kubectl("create", "-f", "-", stdin=json.dumps(vmi))
-    if phase:
+    if phase == "Running":
+        wait_until(lambda: (get_vmi(api, namespace, name).get("status") or {}).get("phase") == "Running", 2400, 0.1)
+    elif phase:
         # The VMI CRD has no status subresource: a merge patch writes status like our node agent does.
         kubectl("-n", namespace, "patch", "vmi", name, "--type=merge", "-p", json.dumps({"status": {"phase": phase}}))
 
@@ -102,8 +127,23 @@ def get_vmi(api: Api, namespace: str, name: str) -> dict:
     return api.admin.get(path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, name))
 
 
-def power_state(api: Api, namespace: str, name: str) -> str | None:
-    return (get_vmi(api, namespace, name)["metadata"].get("annotations") or {}).get(POWER_STATE)
+def domain_state(namespace: str, name: str) -> str | None:
+    """What libvirt says of the VMI's domain: running, paused, ... (None: no domain)."""
+    hv = LibvirtHypervisor()
+    try:
+        state = hv.state(f"{namespace}_{name}")
+        return state.libvirt_state if state else None
+    finally:
+        hv.close()
+
+
+def paused_condition(api: Api, namespace: str, name: str) -> bool:
+    conditions = (get_vmi(api, namespace, name).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Paused" and c["status"] == "True" for c in conditions)
+
+
+def wait_paused_condition(api: Api, namespace: str, name: str, paused: bool = True) -> None:
+    wait_until(lambda: paused_condition(api, namespace, name) == paused, 2400, 0.05)  # a busy machine: long
 
 
 def conflict_text(name: str, why: str, kind: str = "virtualmachineinstance") -> str:
@@ -125,8 +165,10 @@ def test_discovery_lists_the_subresources(api, kubectl) -> None:
     assert resources["kind"] == "APIResourceList"
     by_name = {r["name"]: r for r in resources["resources"]}
     assert set(by_name) == {"virtualmachineinstances/pause", "virtualmachineinstances/unpause",
-                            "virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart"}
-    assert all(r["verbs"] == ["update"] and r["namespaced"] for r in by_name.values())
+                            "virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart",
+                            "virtualmachineinstances/console", "virtualmachineinstances/vnc"}
+    assert all(r["verbs"] == (["get"] if r["name"].endswith(("/console", "/vnc")) else ["update"])
+               and r["namespaced"] for r in by_name.values())
     group = json.loads(kubectl("get", "--raw", "/apis/subresources.kubevirt.io"))
     assert group["preferredVersion"]["groupVersion"] == "subresources.kubevirt.io/v1"
     # The aggregator downloads our OpenAPI in the background and merges it into its own.
@@ -138,63 +180,71 @@ def test_discovery_lists_the_subresources(api, kubectl) -> None:
     assert "apis/subresources.kubevirt.io/v1" in paths
 
 
-def test_pause_then_unpause_with_kubevirts_answers(api, kubectl, namespace) -> None:
-    make_vmi(kubectl, namespace, "testvmi")
-    assert put(api.admin, namespace, "virtualmachineinstances", "testvmi", "pause") == (200, {})
-    assert power_state(api, namespace, "testvmi") == "paused"
+def test_pause_then_unpause_with_virtctl(api, virtctl, kubectl, namespace) -> None:
+    make_vmi(api, kubectl, namespace, "testvmi")
+    out = virtctl("pause", "vmi", "testvmi", "-n", namespace)
+    assert "testvmi was scheduled to pause" in out
+    # The 200 came after the agent suspended the domain: nothing to wait for.
+    assert domain_state(namespace, "testvmi") == "paused"
+    wait_paused_condition(api, namespace, "testvmi")
 
-    code, status = put(api.admin, namespace, "virtualmachineinstances", "testvmi", "pause")
-    assert (code, status["reason"], status["message"]) == (
-        409, "Conflict", conflict_text("testvmi", "VMI is already paused"))
+    again = virtctl.run("pause", "vmi", "testvmi", "-n", namespace, check=False)
+    assert again.returncode != 0
+    assert conflict_text("testvmi", "VMI is already paused") in again.stderr
 
     # The same through kubectl, the way a user without virtctl does it.
     kubectl("replace", "--raw", f"{GV}/namespaces/{namespace}/virtualmachineinstances/testvmi/unpause",
             "-f", "-", stdin="{}")
-    assert power_state(api, namespace, "testvmi") == "running"
+    assert domain_state(namespace, "testvmi") == "running"
+    wait_paused_condition(api, namespace, "testvmi", paused=False)
 
-    code, status = put(api.admin, namespace, "virtualmachineinstances", "testvmi", "unpause")
-    assert (code, status["message"]) == (409, conflict_text("testvmi", "VMI is not paused"))
+    again = virtctl.run("unpause", "vmi", "testvmi", "-n", namespace, check=False)
+    assert again.returncode != 0
+    assert conflict_text("testvmi", "VMI is not paused") in again.stderr
 
 
-def test_paused_condition_from_the_agent_counts_as_paused(api, kubectl, namespace) -> None:
-    make_vmi(kubectl, namespace, "byagent")
+def test_the_paused_condition_counts_as_paused_and_no_node_is_an_error(api, kubectl, namespace) -> None:
+    make_vmi(api, kubectl, namespace, "byagent", phase=None)
     paused = {"type": "Paused", "status": "True", "reason": "PausedByUser", "message": "VMI was paused by user"}
     kubectl("-n", namespace, "patch", "vmi", "byagent", "--type=merge", "-p",
-            json.dumps({"status": {"conditions": [paused]}}))
+            json.dumps({"status": {"phase": "Running", "conditions": [paused]}}))
     code, status = put(api.admin, namespace, "virtualmachineinstances", "byagent", "pause")
     assert (code, status["message"]) == (409, conflict_text("byagent", "VMI is already paused"))
-    assert put(api.admin, namespace, "virtualmachineinstances", "byagent", "unpause") == (200, {})
+    # Nothing runs it: KubeVirt's answer when no virt-handler serves the VMI's node, never a silent 200.
+    code, status = put(api.admin, namespace, "virtualmachineinstances", "byagent", "unpause")
+    assert (code, status["reason"], status["message"]) == (400, "BadRequest", "No virt-handler on node  found")
 
 
 def test_not_running_and_missing(api, kubectl, namespace) -> None:
-    make_vmi(kubectl, namespace, "scheduled", phase="Scheduled")
+    make_vmi(api, kubectl, namespace, "scheduled", phase="Scheduled")
     code, status = put(api.admin, namespace, "virtualmachineinstances", "scheduled", "pause")
     assert (code, status["message"]) == (409, conflict_text("scheduled", "VM is not running"))
     code, status = put(api.admin, namespace, "virtualmachineinstances", "scheduled", "unpause")
     assert (code, status["message"]) == (409, conflict_text("scheduled", "VMI is not running"))
-    assert power_state(api, namespace, "scheduled") is None
 
     code, status = put(api.admin, namespace, "virtualmachineinstances", "nosuchvmi", "pause")
     assert (code, status["kind"], status["reason"], status["message"]) == (
         404, "Status", "NotFound", 'virtualmachineinstance.kubevirt.io "nosuchvmi" not found')
 
 
-def test_dry_run_checks_and_changes_nothing(api, kubectl, namespace) -> None:
-    make_vmi(kubectl, namespace, "dry")
-    before = get_vmi(api, namespace, "dry")["metadata"]["resourceVersion"]
+def test_dry_run_checks_and_changes_nothing(api, virtctl, kubectl, namespace) -> None:
+    make_vmi(api, kubectl, namespace, "dry")
     assert put(api.admin, namespace, "virtualmachineinstances", "dry", "pause", {"dryRun": ["All"]}) == (200, {})
     assert put(api.admin, namespace, "virtualmachineinstances", "dry", "pause", None, {"dryRun": "All"}) == (200, {})
+    assert "dry was scheduled to pause" in virtctl("pause", "vmi", "dry", "-n", namespace, "--dry-run")
     code, _body = put(api.admin, namespace, "virtualmachineinstances", "dry", "unpause", {"dryRun": ["All"]})
     assert code == 409
     code, _body = put(api.admin, namespace, "virtualmachineinstances", "nosuchvmi", "pause", {"dryRun": ["All"]})
     assert code == 404
-    assert get_vmi(api, namespace, "dry")["metadata"]["resourceVersion"] == before
+    assert domain_state(namespace, "dry") == "running"
+    assert not paused_condition(api, namespace, "dry")
 
-    assert put(api.admin, namespace, "virtualmachineinstances", "dry", "pause") == (200, {})
+    virtctl("pause", "vmi", "dry", "-n", namespace)
+    wait_paused_condition(api, namespace, "dry")
     code, status = put(api.admin, namespace, "virtualmachineinstances", "dry", "pause", {"dryRun": ["All"]})
     assert (code, status["message"]) == (409, conflict_text("dry", "VMI is already paused"))
-    assert put(api.admin, namespace, "virtualmachineinstances", "dry", "unpause", {"dryRun": ["All"]}) == (200, {})
-    assert power_state(api, namespace, "dry") == "paused"
+    virtctl("unpause", "vmi", "dry", "-n", namespace, "--dry-run")
+    assert domain_state(namespace, "dry") == "paused"
 
 
 def forbidden_text(user: str, namespace: str, name: str, sub: str, resource: str = "virtualmachineinstances") -> str:
@@ -203,7 +253,7 @@ def forbidden_text(user: str, namespace: str, name: str, sub: str, resource: str
 
 
 def test_user_without_the_verb_is_forbidden(api, kubectl, namespace) -> None:
-    make_vmi(kubectl, namespace, "guarded")
+    make_vmi(api, kubectl, namespace, "guarded")
     # Through kube-apiserver, which authorizes aggregated requests itself first.
     code, status = put(api.as_user("bob"), namespace, "virtualmachineinstances", "guarded", "pause")
     assert (code, status["reason"]) == (403, "Forbidden")
@@ -213,11 +263,11 @@ def test_user_without_the_verb_is_forbidden(api, kubectl, namespace) -> None:
     code, status = api.direct("PUT", path, headers={"X-Remote-User": "bob", "X-Remote-Group": "system:authenticated"})
     assert (code, status["kind"], status["reason"]) == (403, "Status", "Forbidden")
     assert status["message"] == forbidden_text("bob", namespace, "guarded", "pause")
-    assert power_state(api, namespace, "guarded") is None
+    assert domain_state(namespace, "guarded") == "running"
 
 
 def test_user_with_the_edit_role_may_pause(api, kubectl, namespace) -> None:
-    make_vmi(kubectl, namespace, "shared")
+    make_vmi(api, kubectl, namespace, "shared")
     kubectl("-n", namespace, "create", "rolebinding", "alice-edit", "--clusterrole=edit", "--user=alice")
     alice = api.as_user("alice")
     # kube-controller-manager aggregates kubevirt.io:edit into edit shortly after the roles appear.
@@ -227,7 +277,8 @@ def test_user_with_the_edit_role_may_pause(api, kubectl, namespace) -> None:
             break
         time.sleep(0.5)
     assert (code, status) == (200, {})
-    assert power_state(api, namespace, "shared") == "paused"
+    assert domain_state(namespace, "shared") == "paused"
+    wait_paused_condition(api, namespace, "shared")
     # Our server saw alice, not the admin: the direct path with her identity is allowed too.
     path = f"{GV}/namespaces/{namespace}/virtualmachineinstances/shared/unpause"
     assert api.direct("PUT", path, headers={"X-Remote-User": "alice"}) == (200, None)
@@ -279,7 +330,7 @@ def test_other_certificates_are_not_the_front_proxy(api, tmp_path) -> None:
 
 
 def test_concurrent_pauses_give_one_success_and_one_conflict(api, kubectl, namespace) -> None:
-    make_vmi(kubectl, namespace, "race")
+    make_vmi(api, kubectl, namespace, "race")
     results: list[int] = []
     path = f"{GV}/namespaces/{namespace}/virtualmachineinstances/race/pause"
     barrier = threading.Barrier(2)
@@ -322,14 +373,16 @@ def test_vm_start_stop_restart(api, kubectl, namespace) -> None:
     assert put(api.admin, namespace, vms, "vm1", "start") == (200, {})  # KubeClient reports any 2xx as 200
     assert vm_spec(api, namespace, "vm1")["runStrategy"] == "Always"
 
-    make_vmi(kubectl, namespace, "vm1")  # what the VM controller would create
+    make_vmi(api, kubectl, namespace, "vm1")  # what the VM controller would create
     code, status = put(api.admin, namespace, vms, "vm1", "start")
     assert (code, status["message"]) == (409, conflict_text("vm1", "VM is already running", "virtualmachine"))
 
     uid = get_vmi(api, namespace, "vm1")["metadata"]["uid"]
     assert put(api.admin, namespace, vms, "vm1", "restart") == (200, {})
-    gone = kubectl.run("-n", namespace, "get", "vmi", "vm1", "-o", "jsonpath={.metadata.uid}", check=False)
-    assert gone.returncode != 0 or gone.stdout != uid
+    # Deleted: gone, replaced, or (a real agent runs it) shutting down behind the agent's finalizer.
+    gone = kubectl.run("-n", namespace, "get", "vmi", "vm1", "-o",
+                       "jsonpath={.metadata.uid} {.metadata.deletionTimestamp}", check=False)
+    assert gone.returncode != 0 or not gone.stdout.startswith(uid) or len(gone.stdout.split()) == 2
 
     assert put(api.admin, namespace, vms, "vm1", "stop") == (200, {})
     assert vm_spec(api, namespace, "vm1")["runStrategy"] == "Halted"
@@ -351,7 +404,7 @@ def test_vm_with_spec_running(api, kubectl, namespace) -> None:
 
 
 def test_chunked_body_and_keep_alive(api, kubectl, namespace) -> None:
-    make_vmi(kubectl, namespace, "chunky")
+    make_vmi(api, kubectl, namespace, "chunky")
     path = f"{GV}/namespaces/{namespace}/virtualmachineinstances/chunky/pause"
     pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED", ca_certs=api.ca_file, retries=False, maxsize=1,
                                cert_file=str(api.pki / "front-proxy-client.crt"),
@@ -363,14 +416,14 @@ def test_chunked_body_and_keep_alive(api, kubectl, namespace) -> None:
     # The same connection still parses the next request correctly after an unauthenticated body.
     assert pool.request("PUT", url, body=b'{"dryRun": ["All"]}').status == 401
     assert pool.request("PUT", url, body=b"{}", headers=headers).status == 200
-    assert power_state(api, namespace, "chunky") == "paused"
+    assert domain_state(namespace, "chunky") == "paused"
 
 
 def test_pause_with_the_kubernetes_python_client(api, lab, kubectl, namespace) -> None:
     """What kubernetes.core users would do by hand: the official client's raw call, then KubeVirt's 409."""
     from kubernetes import config as k8s_config
 
-    make_vmi(kubectl, namespace, "pyclient")
+    make_vmi(api, kubectl, namespace, "pyclient")
     api_client = k8s_config.new_client_from_config(config_file=lab.kubeconfig)
     path = f"/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/pyclient/pause"
 
@@ -382,7 +435,159 @@ def test_pause_with_the_kubernetes_python_client(api, lab, kubectl, namespace) -
         return response.status, response.data.decode()
 
     assert put_pause()[0] == 200
-    assert power_state(api, namespace, "pyclient") == "paused"
+    assert domain_state(namespace, "pyclient") == "paused"
     code, text = put_pause()
     assert code == 409
     assert json.loads(text)["message"] == conflict_text("pyclient", "VMI is already paused")
+
+
+def test_a_user_with_only_patch_on_vmis_cannot_pause(api, kubectl, namespace) -> None:
+    """The bypass of issue 15: the old intent annotation paused a VMI for anyone who may patch it."""
+    make_vmi(api, kubectl, namespace, "target")
+    kubectl("-n", namespace, "create", "role", "vmi-patcher", "--verb=get,patch",
+            "--resource=virtualmachineinstances.kubevirt.io")
+    kubectl("-n", namespace, "create", "rolebinding", "mallory-patch", "--role=vmi-patcher", "--user=mallory")
+    mallory = api.as_user("mallory")
+    vmi_path = path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, "target")
+    mallory.merge_patch(vmi_path, {"metadata": {"annotations": {"virtops.kubevirt.io/power-state": "paused"}}})
+    code, status = put(mallory, namespace, "virtualmachineinstances", "target", "pause")
+    assert (code, status["reason"]) == (403, "Forbidden")
+    # The agent reconciles every change of its VMIs; the old one suspended the domain within milliseconds of
+    # this patch's watch event. Give it ample time to do anything it would do (not a limit on anything).
+    time.sleep(2)
+    assert domain_state(namespace, "target") == "running"
+    assert not paused_condition(api, namespace, "target")
+
+
+def make_guest(api: Api, kubectl, namespace: str, name: str) -> None:
+    """The project's busybox guest with a shell on its serial console, scheduled to the module's agent."""
+    vmi = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+           "metadata": {"name": name, "namespace": namespace, "labels": {"kubevirt.io/nodeName": api.node.node}},
+           "spec": {"terminationGracePeriodSeconds": 1,
+                    "domain": {"resources": {"requests": {"memory": "128Mi"}}, "devices": {},
+                               "firmware": kernel_boot(api.node.registry.address,
+                                                      "virtops.no_agent=1 virtops.shell=1")}},
+           "status": {"phase": "Scheduled", "nodeName": api.node.node}}
+    kubectl("create", "-f", "-", stdin=json.dumps(vmi))
+    wait_until(lambda: (get_vmi(api, namespace, name).get("status") or {}).get("phase") == "Running", 2400, 0.1)
+
+
+class Console:
+    """`virtctl console` as a child process, its output collected by a reader thread."""
+
+    def __init__(self, virtctl, *args: str) -> None:
+        self.proc = subprocess.Popen([virtctl.binary, f"--kubeconfig={virtctl.kubeconfig}", "console", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.out = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := self.proc.stdout.read1(4096):
+            self.out += chunk
+
+    def text(self) -> str:
+        return self.out.decode(errors="replace")
+
+    def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode())
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.type("\x1d")  # Ctrl+], virtctl's escape
+            except OSError:
+                pass
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def test_virtctl_console_shows_the_boot_log_and_a_shell_answers(api, virtctl, kubectl, namespace) -> None:
+    make_guest(api, kubectl, namespace, "talker")
+    console = Console(virtctl, "talker", "-n", namespace)  # connected while the guest boots
+    try:
+        wait_until(lambda: BOOTED in console.text(), 6000, 0.1)  # TCG on a busy machine: minutes
+        assert "Successfully connected to talker console" in console.text()
+        wait_until(lambda: "a shell on the serial console" in console.text(), 600, 0.1)
+        console.type("echo answer-$((6 * 7))\n")
+        wait_until(lambda: "answer-42" in console.text(), 600, 0.1)
+    except AssertionError:
+        print("--- virtctl console output ---\n" + console.text()[-3000:])
+        raise
+    finally:
+        console.close()
+    # virtlogd still wrote everything the guest printed to the console log.
+    log = (api.node.state_dir / f"{namespace}_talker" / "serial.log").read_text(errors="replace")
+    assert BOOTED in log and "answer-42" in log
+
+
+def test_a_user_who_may_pause_but_not_open_the_console_is_refused(api, virtctl, kubectl, namespace) -> None:
+    make_vmi(api, kubectl, namespace, "guarded")
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "pauser", "namespace": namespace},
+            "rules": [{"apiGroups": ["subresources.kubevirt.io"], "resources": ["virtualmachineinstances/pause"],
+                       "verbs": ["update"]},
+                      {"apiGroups": ["kubevirt.io"], "resources": ["virtualmachineinstances"], "verbs": ["get"]}]}
+    kubectl("create", "-f", "-", stdin=json.dumps(role))
+    kubectl("-n", namespace, "create", "rolebinding", "carol-pause", "--role=pauser", "--user=carol")
+    assert "guarded was scheduled to pause" in virtctl("--as=carol", "pause", "vmi", "guarded", "-n", namespace)
+    refused = virtctl.run("--as=carol", "console", "guarded", "-n", namespace, "--timeout=1", check=False)
+    assert refused.returncode != 0
+    assert "forbidden" in (refused.stdout + refused.stderr).lower()
+    # Straight to our server as the front proxy: our own SubjectAccessReview on virtualmachineinstances/console.
+    path = f"{GV}/namespaces/{namespace}/virtualmachineinstances/guarded/console"
+    code, status = api.direct("GET", path, headers={"X-Remote-User": "carol", "Connection": "Upgrade",
+                                                    "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                                                    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                                                    "Sec-WebSocket-Protocol": "plain.kubevirt.io"})
+    assert (code, status["reason"]) == (403, "Forbidden")
+    assert 'cannot get resource "virtualmachineinstances/console"' in status["message"]
+
+
+def test_virtctl_vnc_proxy_gives_an_rfb_handshake(api, virtctl, kubectl, namespace) -> None:
+    make_vmi(api, kubectl, namespace, "screen")
+    proc = subprocess.Popen([virtctl.binary, f"--kubeconfig={virtctl.kubeconfig}", "vnc", "screen", "-n", namespace,
+                             "--proxy-only"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # It prints the port once its websocket to the VMI's VNC is open; it accepts one viewer.
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.stderr.read().decode() if proc.stderr else ""
+        port = json.loads(line)["port"]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+            greeting = b""
+            while len(greeting) < 12:
+                chunk = conn.recv(12 - len(greeting))
+                assert chunk, "the VNC stream closed before the RFB greeting"
+                greeting += chunk
+        assert greeting == b"RFB 003.008\n"
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_virtctl_version_prints_both_versions(api, virtctl) -> None:
+    out = virtctl("version")
+    assert 'Client Version: version.Info{GitVersion:"v1.7.0", GitCommit:"50b9b4d0' in out
+    assert 'Server Version: version.Info{GitVersion:"v0.1.0+virtops"' in out
+
+
+def test_virtctl_pause_with_the_agent_down_is_an_error(api, virtctl, kubectl, namespace) -> None:
+    """Last here (it restarts the module's agent): never a silent 200, and nothing is left recorded."""
+    make_vmi(api, kubectl, namespace, "orphan")
+    api.node.agents[-1].kill()
+    failed = virtctl.run("pause", "vmi", "orphan", "-n", namespace, check=False)
+    assert failed.returncode != 0
+    assert f"the node agent of {api.node.node} did not answer" in failed.stderr
+    assert domain_state(namespace, "orphan") == "running"
+    assert not paused_condition(api, namespace, "orphan")
+    assert not get_vmi(api, namespace, "orphan")["metadata"].get("annotations")
+    api.node.start_agent()
+    virtctl("pause", "vmi", "orphan", "-n", namespace)
+    assert domain_state(namespace, "orphan") == "paused"

@@ -2,10 +2,10 @@
 
 Names the agent owns (the controller and the subresource API read them):
 - finalizer ``virtops.kubevirt.io/node-agent`` on every VMI it runs, removed once the domain is gone;
-- annotation ``virtops.kubevirt.io/power-state`` (``paused``/``running``) is the user's intent, read here;
 - a coordination.k8s.io/v1 Lease named after the node in ``lease_namespace`` (default ``kube-node-lease``,
   like kubelet), annotated with ``virtops.kubevirt.io/capacity`` and ``virtops.kubevirt.io/node-labels`` (JSON)
-  and ``virtops.kubevirt.io/agent-version``, labelled ``virtops.kubevirt.io/node-agent: "true"``.
+  and ``virtops.kubevirt.io/agent-version`` (and ``virtops.kubevirt.io/node-api``, where its node API listens),
+  labelled ``virtops.kubevirt.io/node-agent: "true"``.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from virtops.agent.errors import SecretUnavailableError
 from virtops.agent.images import BadImageError, CachedImage, ImageCache, ImagePullError, auth_file, wait_seconds
 from virtops.agent.metrics import AgentMetrics, InstrumentedHypervisor
 from virtops.kube import ApiError, ConflictError, ForbiddenError, GoneError, KubeClient, NotFoundError, path_for
+from virtops.node.api import NODE_API_ANNOTATION
 from virtops.node.hypervisor import domain_type as detect_domain_type
 
 log = logging.getLogger("virtops.agent")
@@ -50,7 +51,6 @@ Obj = dict[str, Any]
 Key = tuple[str, str]
 
 FINALIZER = "virtops.kubevirt.io/node-agent"
-POWER_STATE = "virtops.kubevirt.io/power-state"
 NODE_LABEL = "kubevirt.io/nodeName"
 CAPACITY_ANNOTATION = "virtops.kubevirt.io/capacity"
 LABELS_ANNOTATION = "virtops.kubevirt.io/node-labels"
@@ -231,6 +231,8 @@ class NodeAgent:
         # Every libvirt call is timed (and its failures counted) for /metrics.
         self.hypervisor: Hypervisor = InstrumentedHypervisor(hypervisor, self.metrics)  # type: ignore[assignment]
         self.domain_events = domain_events
+        # Where this agent's node API listens (set by main before start); published in the Lease.
+        self.node_api_url: str | None = None
         self.labels = dict(labels or {})
         self.capacity = dict(capacity or {})
         self.state_dir = Path(state_dir)
@@ -367,6 +369,7 @@ class NodeAgent:
                 CAPACITY_ANNOTATION: json.dumps(self.capacity, sort_keys=True),
                 LABELS_ANNOTATION: json.dumps(self.labels, sort_keys=True),
                 VERSION_ANNOTATION: VERSION,
+                NODE_API_ANNOTATION: self.node_api_url,  # None (no node API) removes it
             },
         }
         spec = {"holderIdentity": self.node_name, "leaseDurationSeconds": self.lease_duration_seconds,
@@ -377,7 +380,8 @@ class NodeAgent:
         except NotFoundError:
             self.client.create(path_for("coordination.k8s.io/v1", "leases", self.lease_namespace), {
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": dict(meta, name=self.node_name, namespace=self.lease_namespace),
+                "metadata": dict(meta, name=self.node_name, namespace=self.lease_namespace, annotations={
+                    k: v for k, v in meta["annotations"].items() if v is not None}),
                 "spec": dict(spec, acquireTime=now),
             })
         self._last_heartbeat = datetime.datetime.now(datetime.UTC)
@@ -500,6 +504,10 @@ class NodeAgent:
     def vmi_state_dir(self, key: Key) -> Path:
         return self.state_dir / domain_name(*key)
 
+    def owns(self, name: str, uid: str | None = None) -> bool:
+        """The domain is one this agent defined on this node (for that VMI uid, when given)."""
+        return self._ours(name, uid)
+
     def _ours(self, name: str, uid: str | None = None) -> bool:
         marker = self.hypervisor.marker(name)
         return marker is not None and marker.node == self.node_name and (uid is None or marker.uid == uid)
@@ -564,17 +572,8 @@ class NodeAgent:
         if state.phase in FINAL_PHASES:
             self._domain_ended(vmi, name, state.phase)
             return
-        intent = (meta.get("annotations") or {}).get(POWER_STATE)
-        if intent == "paused" and not state.paused:
-            self.hypervisor.pause(name)
-        elif intent == "running" and state.paused:
-            self.hypervisor.resume(name)
-        else:
-            self._write_running(vmi, name, state.paused)
-            return
-        state = self.hypervisor.state(name)
-        if state is not None and state.phase == "Running":
-            self._write_running(vmi, name, state.paused)
+        # Pause and unpause come through the node API (nodeapi.py); here the status follows the domain.
+        self._write_running(vmi, name, state.paused)
 
     def _start(self, vmi: Obj, name: str) -> Any:
         key = _key(vmi)

@@ -47,6 +47,12 @@ class AgentConfig:
     watch_timeout_seconds: int = 300
     libvirt_events: bool = True
     metrics_address: str = ""
+    # The node API (nodeapi.py): off unless an address is given; then the three files are required.
+    node_api_address: str = ""
+    node_api_tls_cert_file: str = ""
+    node_api_tls_key_file: str = ""
+    node_api_client_ca_file: str = ""
+    node_api_client_name: str = "virtops-subresource-api"
     log_format: str = "text"
     log_level: str = "INFO"
 
@@ -148,18 +154,25 @@ def validate(config: AgentConfig) -> None:
                               f"not {getattr(config, key)!r}")
     if config.metrics_address:
         parse_address(config.metrics_address)
+    if config.node_api_address:
+        parse_address(config.node_api_address, "node_api_address")
+        for key in ("node_api_tls_cert_file", "node_api_tls_key_file", "node_api_client_ca_file"):
+            if not getattr(config, key):
+                raise ConfigError(f"{key}: required with node_api_address (the node API is mutual TLS only)")
+        if not config.node_api_client_name:
+            raise ConfigError("node_api_client_name: must name the subresource API's client certificate (its CN)")
 
 
-def parse_address(text: str) -> tuple[str, int]:
+def parse_address(text: str, key: str = "metrics_address") -> tuple[str, int]:
     """``HOST:PORT`` on a loopback address (the agent never listens elsewhere); port 0 picks a free one."""
     host, sep, port_text = text.rpartition(":")
     host = host.strip("[]")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"metrics_address: expected HOST:PORT, not {text!r}")
+        raise ConfigError(f"{key}: expected HOST:PORT, not {text!r}")
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = host == "localhost"
     if not loopback:
-        raise ConfigError(f"metrics_address: {host!r} is not a loopback address (use 127.0.0.1)")
+        raise ConfigError(f"{key}: {host!r} is not a loopback address (use 127.0.0.1)")
     return ("127.0.0.1" if host == "localhost" else host), int(port_text)

@@ -398,9 +398,15 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
             ET.SubElement(el, "mac", address=iface["mac"])
         ET.SubElement(el, "model", type=iface["model"])
         ET.SubElement(el, "alias", name="ua-" + re.sub(r"[^A-Za-z0-9_-]", "-", iface["name"]))
-    serial = ET.SubElement(devices, "serial", type="file")
-    ET.SubElement(serial, "source", path=str(state_dir / "serial.log"), append="on")
+    # The serial console is a unix socket (libvirt creates it) that the node API attaches `virtctl console`
+    # to, and virtlogd still writes everything the guest prints to serial.log.
+    serial = ET.SubElement(devices, "serial", type="unix")
+    ET.SubElement(serial, "source", mode="bind", path=str(state_dir / "serial.sock"))
+    ET.SubElement(serial, "log", file=str(state_dir / "serial.log"), append="on")
     ET.SubElement(serial, "target", port="0")
+    # VNC on a unix socket of libvirt's choosing (qemu creates it where it may), for `virtctl vnc`.
+    graphics = ET.SubElement(devices, "graphics", type="vnc")
+    ET.SubElement(graphics, "listen", type="socket")
     channel = ET.SubElement(devices, "channel", type="unix")
     ET.SubElement(channel, "source", mode="bind")  # libvirt picks the socket path
     ET.SubElement(channel, "target", type="virtio", name=GUEST_AGENT_CHANNEL)

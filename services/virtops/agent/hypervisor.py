@@ -126,6 +126,24 @@ class LibvirtHypervisor:
         return DomainState(phase=phase, paused=state == libvirt.VIR_DOMAIN_PAUSED,
                            libvirt_state=_STATE_NAMES.get(state, str(state)), reason=reason)
 
+    def stream_socket(self, name: str, kind: str) -> str | None:
+        """The unix socket of a running domain's serial console (``console``) or VNC server (``vnc``), from its
+        live XML; None when it has none (gone, off, or defined before the agent gave domains these sockets)."""
+        dom = self._lookup(name)
+        if dom is None:
+            return None
+        try:
+            if not dom.isActive():
+                return None
+            root = ET.fromstring(dom.XMLDesc(0))
+        except libvirt.libvirtError:
+            return None
+        if kind == "console":
+            source = root.find("./devices/serial[@type='unix']/source")
+            return source.get("path") if source is not None else None
+        listen = root.find("./devices/graphics[@type='vnc']/listen[@type='socket']")
+        return listen.get("socket") if listen is not None else None
+
     def list_names(self, prefix: str = "") -> list[str]:
         return sorted(d.name() for d in self._connection().listAllDomains() if d.name().startswith(prefix))
 

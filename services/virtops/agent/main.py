@@ -19,6 +19,7 @@ from virtops.agent import VERSION
 from virtops.agent.agent import NodeAgent
 from virtops.agent.config import AgentConfig, ConfigError, load_file, parse_address, resolve
 from virtops.agent.images import ImageCache
+from virtops.agent.nodeapi import AgentNodeOps, NodeApiServer
 from virtops.kube import KubeClient
 from virtops.quantity import parse_quantity
 
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="follow libvirt's domain lifecycle events (default on)")
     p.add_argument("--metrics-address", help="serve /healthz, /readyz and /metrics on this loopback HOST:PORT")
     p.add_argument("--health-port", type=int, help="old spelling of --metrics-address 127.0.0.1:PORT")
+    p.add_argument("--node-api-address",
+                   help="serve the node API (pause, unpause for the subresource API) on this loopback HOST:PORT")
+    p.add_argument("--node-api-tls-cert-file", help="the node API's serving certificate (PEM), naming this node")
+    p.add_argument("--node-api-tls-key-file", help="its private key (PEM)")
+    p.add_argument("--node-api-client-ca-file", help="the CA that signed the subresource API's client certificate")
+    p.add_argument("--node-api-client-name",
+                   help=f"the only client CN the node API accepts (default {d.node_api_client_name})")
     p.add_argument("--log-format", choices=("text", "json"), help="default text")
     p.add_argument("--log-level", help="DEBUG, INFO (default), WARNING or ERROR")
     p.add_argument("--version", action="version", version=VERSION)
@@ -149,6 +157,17 @@ def serve_http(agent: NodeAgent, address: str) -> ThreadingHTTPServer:
     return server
 
 
+def start_node_api(agent: NodeAgent, config: AgentConfig) -> NodeApiServer:
+    """The node API, started before the first heartbeat so that the Lease names its address at once."""
+    host, port = parse_address(config.node_api_address, "node_api_address")
+    server = NodeApiServer(AgentNodeOps(agent), host=host, port=port, cert_file=config.node_api_tls_cert_file,
+                           key_file=config.node_api_tls_key_file, client_ca_file=config.node_api_client_ca_file,
+                           client_name=config.node_api_client_name)
+    server.start()
+    agent.node_api_url = server.url
+    return server
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -189,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server = serve_http(agent, config.metrics_address) if config.metrics_address else None
+    node_api = start_node_api(agent, config) if config.node_api_address else None
     agent.run()
+    if node_api is not None:
+        node_api.stop()
     if server is not None:
         server.shutdown()
         server.server_close()

@@ -9,6 +9,7 @@ ConfigMap kube-system/extension-apiserver-authentication, never from the lab's f
 from __future__ import annotations
 
 import json
+import ssl
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any
@@ -100,6 +101,16 @@ def authorize(client: KubeClient, user: User, *, namespace: str, resource: str, 
     if status.get("reason"):
         why += ": " + status["reason"]
     raise forbidden(group, resource, name, why)
+
+
+def peer_common_name(sock: object) -> str | None:
+    """The CN of the client certificate a TLS peer presented (None: not TLS, or no certificate)."""
+    cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return value
+    return None
 
 
 def check_identity(config: FrontProxyConfig, peer_cn: str | None, headers: Message) -> User:

@@ -1,26 +1,32 @@
 """The HTTPS server behind the APIService `v1.subresources.kubevirt.io`.
 
-Standard library only: ThreadingHTTPServer wrapped in TLS. The TLS layer asks for a client
-certificate and verifies it against the front-proxy CA (so a certificate from any other CA fails the
-handshake); a request without one, with a CN outside requestheader-allowed-names, or without a user
-header gets 401. /healthz, /livez and /readyz answer without authentication, like kube-apiserver's
-always-allowed health paths. Discovery and OpenAPI need any front-proxied user; the five
-subresources are each authorized with a SubjectAccessReview.
+ThreadingHTTPServer wrapped in TLS (and the websockets library for the console and VNC streams,
+streams.py). The TLS layer asks for a client certificate and verifies it against the front-proxy CA (so a
+certificate from any other CA fails the handshake); a request without one, with a CN outside
+requestheader-allowed-names, or without a user header gets 401. /healthz, /livez and /readyz answer
+without authentication, like kube-apiserver's always-allowed health paths. Discovery, OpenAPI and
+version need any front-proxied user; every subresource is authorized with a SubjectAccessReview on its
+own verb (update for pause/unpause/start/stop/restart, get for console and vnc).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
+import platform
 import re
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from virtops.api.auth import FrontProxyConfig, User, authorize, check_identity
+from virtops.api.auth import FrontProxyConfig, User, authorize, check_identity, peer_common_name
+from virtops.api.nodes import NodeApiClient, NodeApiCredentials
 from virtops.api.status import StatusError, bad_request, internal, method_not_allowed, not_found_path
+from virtops.api.streams import bridge, is_websocket
 from virtops.api.subresources import Subresources, parse_dry_run
 from virtops.kube import KubeClient
 
@@ -39,6 +45,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, int]] = {
     ("virtualmachines", "stop"): ("stop", 202),
     ("virtualmachines", "restart"): ("restart", 202),
 }
+# Websocket streams (streams.py), GET with the verb get.
+STREAMS = {("virtualmachineinstances", "console"), ("virtualmachineinstances", "vnc")}
 KINDS = {"virtualmachineinstances": "VirtualMachineInstance", "virtualmachines": "VirtualMachine"}
 
 _SUBRESOURCE_PATH = re.compile(
@@ -51,7 +59,20 @@ GROUP_DOC = {"name": GROUP, "versions": [{"groupVersion": GROUP_VERSION, "versio
 def resource_list() -> dict[str, Any]:
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": GROUP_VERSION,
             "resources": [{"name": f"{res}/{sub}", "singularName": "", "namespaced": True,
-                           "kind": KINDS[res], "verbs": ["update"]} for res, sub in OPERATIONS]}
+                           "kind": KINDS[res], "verbs": ["update"]} for res, sub in OPERATIONS]
+            + [{"name": f"{res}/{sub}", "singularName": "", "namespaced": True, "kind": KINDS[res], "verbs": ["get"]}
+               for res, sub in sorted(STREAMS)]}
+
+
+def server_version() -> dict[str, str]:
+    """`GET .../v1/version`, KubeVirt's version.Info (what `virtctl version` prints as the server's)."""
+    try:
+        version = importlib.metadata.version("virtops-services")
+    except importlib.metadata.PackageNotFoundError:
+        version = "0.0.0"
+    return {"gitVersion": f"v{version}+virtops", "gitCommit": "", "gitTreeState": "", "buildDate": "",
+            "goVersion": "", "compiler": f"{platform.python_implementation()} {platform.python_version()}",
+            "platform": f"{sys.platform}/{platform.machine()}"}
 
 
 # Minimal documents: kube-apiserver's OpenAPI aggregation downloads these and merges them.
@@ -80,14 +101,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if data and self.command != "HEAD":
             self.wfile.write(data)
-
-    def _peer_cn(self) -> str | None:
-        cert = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        for rdn in (cert or {}).get("subject", ()):
-            for key, value in rdn:
-                if key == "commonName":
-                    return value
-        return None
 
     def _read_raw_body(self) -> bytes:
         # Read every body before answering, or a keep-alive connection would parse it as the next request.
@@ -137,8 +150,11 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path in ("/healthz", "/livez", "/readyz"):
                 self._send(200, b"ok", "text/plain; charset=utf-8")
                 return
-            user = check_identity(self.server.front_proxy, self._peer_cn(), self.headers)
-            if self.command == "PUT":
+            user = check_identity(self.server.front_proxy, peer_common_name(self.connection), self.headers)
+            stream = _SUBRESOURCE_PATH.match(url.path)
+            if self.command == "GET" and stream and (stream["res"], stream["sub"]) in STREAMS:
+                self._stream(stream, user)
+            elif self.command == "PUT":
                 self._put(url.path, parse_qs(url.query), user, raw)
             else:
                 self._get(url.path)
@@ -155,6 +171,7 @@ class _Handler(BaseHTTPRequestHandler):
             "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": [GROUP_DOC]},
             f"/apis/{GROUP}": dict({"kind": "APIGroup", "apiVersion": "v1"}, **GROUP_DOC),
             f"/apis/{GROUP_VERSION}": resource_list(),
+            f"/apis/{GROUP_VERSION}/version": server_version(),
             "/openapi/v2": OPENAPI_V2,
             "/openapi/v3": OPENAPI_V3,
             f"/openapi/v3/apis/{GROUP_VERSION}": OPENAPI_V3_GV,
@@ -175,6 +192,19 @@ class _Handler(BaseHTTPRequestHandler):
         getattr(self.server.subresources, method)(match["ns"], match["name"], dry_run=dry_run)
         self._send(code)
 
+    def _stream(self, match: re.Match[str], user: User) -> None:
+        """console and vnc: KubeVirt's roles grant them with the verb get."""
+        authorize(self.server.client, user, namespace=match["ns"], resource=match["res"], subresource=match["sub"],
+                  name=match["name"], verb="get")
+        if not is_websocket(self.headers):
+            raise bad_request(f"{match['sub']} is a websocket (subprotocol plain.kubevirt.io)")
+        agent = self.server.subresources.stream(match["ns"], match["name"], match["sub"])
+        self.close_connection = True  # after the stream, the connection is done
+        try:
+            bridge(self.connection, self.path, self.headers, agent)
+        finally:
+            agent.close()
+
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _dispatch  # noqa: N815
 
 
@@ -193,7 +223,8 @@ class SubresourceServer:
     """`subresources.kubevirt.io/v1` over TLS on loopback; start() runs it in a background thread."""
 
     def __init__(self, client: KubeClient, *, host: str = "127.0.0.1", port: int = 0, cert_file: str,
-                 key_file: str) -> None:
+                 key_file: str, node_api: NodeApiCredentials | None = None,
+                 lease_namespace: str = "kube-node-lease") -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError(f"host: {host!r} is not a loopback address; the server listens on loopback only")
         self.client = client
@@ -201,6 +232,9 @@ class SubresourceServer:
         self.port = port
         self.cert_file = cert_file
         self.key_file = key_file
+        # The client certificate for the agents' node APIs; without it pause/unpause answer 500 saying so.
+        self.node_api = node_api
+        self.lease_namespace = lease_namespace
         self.front_proxy: FrontProxyConfig | None = None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -222,7 +256,8 @@ class SubresourceServer:
         context = self._tls(self.front_proxy)
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         httpd.client = self.client
-        httpd.subresources = Subresources(self.client)
+        httpd.subresources = Subresources(
+            self.client, NodeApiClient(self.client, self.node_api, lease_namespace=self.lease_namespace))
         httpd.front_proxy = self.front_proxy
         self.port = httpd.server_address[1]
         self._httpd = httpd

@@ -1,20 +1,13 @@
 """What pause/unpause and start/stop/restart do, with KubeVirt's status codes and messages.
 
-Pause and unpause record the user's intent durably on the VMI, in the annotation
-`virtops.kubevirt.io/power-state` (`paused` or `running`), and answer 200 once it is written.
-Node agents need only outbound access to the API server, so nothing calls them: the agent of the
-VMI's node watches its VMIs, suspends or resumes the domain, and writes the Paused condition
-(`reason: PausedByUser`, `message: VMI was paused by user`) or removes it. KubeVirt's virt-api
-instead calls virt-handler synchronously; the status codes and messages are the same.
-
-The write is a merge patch carrying the resourceVersion the checks ran against, so the API server
-applies it only to that version (409 otherwise); on such a conflict we re-read and re-check. Two
-concurrent pauses therefore give one 200 and one 409 "VMI is already paused".
-
-"Paused" means: the newest recorded intent when there is one, else the Paused condition. The
-intent wins because it is newer than the condition: after an unpause is recorded but before the
-agent resumes the domain the condition is still True, and a pause must then be accepted (not
-"already paused"); a domain paused with no recorded intent still counts through its condition.
+Pause and unpause check the VMI as KubeVirt's virt-api does (phase, the Paused condition), then call the
+node API of the VMI's node (nodes.py), whose agent suspends or resumes the domain and answers with what
+really happened; the 200 comes only after that. The agent then writes the Paused condition
+(`reason: PausedByUser`, `message: VMI was paused by user`) or removes it. Nothing is recorded on the VMI:
+no plain patch of the object can pause a VMI, only this subresource with its own RBAC verb. With dryRun
+the checks run and the agent is not called (as in KubeVirt). An agent that is down is an error, never a
+silent 200; two concurrent pauses give one 200 and one 409 "VMI is already paused" (the agent does one
+power operation per domain at a time and checks the domain itself).
 
 Messages and checks follow kubevirt/kubevirt pkg/virt-api/rest (lifecycle.go, and the constants of
 subresource.go): PauseVMIRequestHandler (phase != Running -> "VM is not running"; Paused condition
@@ -32,26 +25,23 @@ RerunOnFailure) we answer 409 saying so, since our controller does not act on th
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+from virtops.api.nodes import NodeApiClient
 from virtops.api.status import StatusError, bad_request, conflict, internal, not_found
 from virtops.kube import ApiError, ConflictError, KubeClient, NotFoundError, path_for
 from virtops.kubevirt import run_strategy
 
-POWER_STATE = "virtops.kubevirt.io/power-state"
 KUBEVIRT = "kubevirt.io"
 VMI_KIND = "virtualmachineinstance"
 VM_KIND = "virtualmachine"
 FINAL_PHASES = ("Succeeded", "Failed")
-RETRIES = 5
 
 Obj = dict[str, Any]
 
 
 def is_paused(vmi: Obj) -> bool:
-    intent = ((vmi.get("metadata") or {}).get("annotations") or {}).get(POWER_STATE)
-    if intent in ("paused", "running"):
-        return intent == "paused"
     conditions = (vmi.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Paused" and c.get("status") == "True" for c in conditions)
 
@@ -59,8 +49,9 @@ def is_paused(vmi: Obj) -> bool:
 class Subresources:
     """The operations behind the HTTP endpoints; each returns normally or raises StatusError."""
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, nodes: NodeApiClient | None = None) -> None:
         self.client = client
+        self.nodes = nodes or NodeApiClient(client, None)
 
     # --- VirtualMachineInstances ----------------------------------------------------------------
     def _vmi(self, namespace: str, name: str) -> Obj:
@@ -72,43 +63,32 @@ class Subresources:
             raise internal(exc.message) from exc
 
     def pause(self, namespace: str, name: str, dry_run: bool = False) -> None:
-        def check(vmi: Obj) -> None:
-            if (vmi.get("status") or {}).get("phase") != "Running":
-                raise conflict(KUBEVIRT, VMI_KIND, name, "VM is not running")
-            if is_paused(vmi):
-                raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is already paused")
-
-        self._record(namespace, name, "paused", check, dry_run)
+        vmi = self._vmi(namespace, name)
+        if (vmi.get("status") or {}).get("phase") != "Running":
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VM is not running")
+        if is_paused(vmi):
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is already paused")
+        if not dry_run:
+            self.nodes.put(vmi, "pause")
 
     def unpause(self, namespace: str, name: str, dry_run: bool = False) -> None:
-        def check(vmi: Obj) -> None:
-            if (vmi.get("status") or {}).get("phase") != "Running":
-                raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is not running")
-            if not is_paused(vmi):
-                raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is not paused")
+        vmi = self._vmi(namespace, name)
+        if (vmi.get("status") or {}).get("phase") != "Running":
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is not running")
+        if not is_paused(vmi):
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is not paused")
+        if not dry_run:
+            self.nodes.put(vmi, "unpause")
 
-        self._record(namespace, name, "running", check, dry_run)
-
-    def _record(self, namespace: str, name: str, state: str, check: Any, dry_run: bool) -> None:
-        path = path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, name)
-        for _attempt in range(RETRIES):
-            vmi = self._vmi(namespace, name)
-            check(vmi)
-            if dry_run:
-                return
-            patch = {"metadata": {"resourceVersion": vmi["metadata"]["resourceVersion"],
-                                  "annotations": {POWER_STATE: state}}}
-            try:
-                self.client.merge_patch(path, patch)
-                return
-            except ConflictError:
-                continue  # changed since we checked: check again against the new version
-            except NotFoundError:
-                raise not_found(KUBEVIRT, VMI_KIND, name) from None
-            except ApiError as exc:
-                raise internal(exc.message) from exc
-        raise conflict(KUBEVIRT, VMI_KIND, name, "the object has been modified; please apply your changes "
-                                                 "to the latest version and try again")
+    def stream(self, namespace: str, name: str, op: str) -> socket.socket:
+        """The node's plain stream for console or vnc, after KubeVirt's checks (console.go, vnc.go)."""
+        vmi = self._vmi(namespace, name)
+        phase = (vmi.get("status") or {}).get("phase")
+        if op == "console" and phase == "Failed":
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is in failed status")
+        if phase != "Running":
+            raise bad_request("VMI is not running")
+        return self.nodes.stream(vmi, op)
 
     # --- VirtualMachines ------------------------------------------------------------------------
     def _vm(self, namespace: str, name: str) -> Obj:

@@ -35,16 +35,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tls-private-key-file", default=None, help="the serving certificate's private key (PEM)")
     p.add_argument("--tls-ca-file", default=None,
                    help="the CA that signed the serving certificate (PEM): the APIService's caBundle")
+    p.add_argument("--node-api-client-cert-file", default=None,
+                   help="the API's client certificate for the agents' node APIs (PEM; CN virtops-subresource-api)")
+    p.add_argument("--node-api-client-key-file", default=None, help="its private key (PEM)")
+    p.add_argument("--node-api-ca-file", default=None,
+                   help="the CA that signed the agents' node API serving certificates (PEM)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     tls = [args.tls_cert_file, args.tls_private_key_file, args.tls_ca_file]
     if any(tls) and not all(tls):
         p.error("--tls-cert-file, --tls-private-key-file and --tls-ca-file go together")
+    node_api = [args.node_api_client_cert_file, args.node_api_client_key_file, args.node_api_ca_file]
+    if any(node_api) and not all(node_api):
+        p.error("--node-api-client-cert-file, --node-api-client-key-file and --node-api-ca-file go together")
     return args
 
 
 def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> object:
     from virtops.api.apiservice import register, serving_certificate
+    from virtops.api.nodes import NodeApiCredentials
     from virtops.api.server import SubresourceServer
     from virtops.pki import CertificateAuthority, write_pair
 
@@ -56,8 +65,14 @@ def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> 
         ca_pem = ca.cert_pem
         serving = serving_certificate(ca, "virtops-subresources", args.namespace)
         cert_file, key_file = write_pair(state_dir, "api", *serving)
+    node_api = None
+    if args.node_api_client_cert_file:
+        node_api = NodeApiCredentials(args.node_api_client_cert_file, args.node_api_client_key_file,
+                                      args.node_api_ca_file)
+    else:
+        log.warning("no --node-api-client-cert-file: pause and unpause will answer 500 (no way to reach the agents)")
     server = SubresourceServer(client, host="127.0.0.1", port=args.api_port, cert_file=str(cert_file),
-                               key_file=str(key_file))
+                               key_file=str(key_file), node_api=node_api, lease_namespace=args.lease_namespace)
     server.start()
     register(client, port=server.port, ca_pem=ca_pem, namespace=args.namespace,
              service="virtops-subresources")

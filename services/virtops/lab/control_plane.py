@@ -29,6 +29,7 @@ from pathlib import Path
 from virtops.lab import build, pki
 from virtops.lab import registry as lab_registry
 from virtops.lab.versions import ETCD_VERSION, KUBERNETES_VERSION, KUBEVIRT_VERSION
+from virtops.node.api import DEFAULT_CLIENT_NAME as NODE_API_CLIENT_NAME
 from virtops.pki import write_private
 
 READY_TIMEOUT = 180.0
@@ -245,6 +246,27 @@ class ControlPlane:
         """The lab's registry (address and the CA directory that trusts it): push images with it."""
         return lab_registry.Registry.of_lab(self.state_dir)
 
+    def node_api_files(self, node: str) -> dict[str, str]:
+        """The node API's files for an agent of ``node`` (serving certificate naming the node, its key, the CA
+        of the subresource API's client certificate), as the node_agent role's ``node_agent_api_*_src``."""
+        crt, key = pki.issue_node_api_server(self.state_dir / "pki", node)
+        return {"cert": str(crt), "key": str(key), "client_ca": str(self.state_dir / "pki" / "ca.crt")}
+
+    def node_api_agent_args(self, node: str) -> list[str]:
+        """virtops-agent flags that serve the node API of ``node`` on a free loopback port."""
+        files = self.node_api_files(node)
+        return ["--node-api-address=127.0.0.1:0", f"--node-api-tls-cert-file={files['cert']}",
+                f"--node-api-tls-key-file={files['key']}", f"--node-api-client-ca-file={files['client_ca']}"]
+
+    def node_api_client_files(self) -> dict[str, str]:
+        """The subresource API's client certificate for the node APIs (CN virtops-subresource-api), its key and
+        the CA of the agents' serving certificates."""
+        p = self.state_dir / "pki"
+        if not (p / "subresource-api-client.crt").exists():
+            pki.issue_client(p, "subresource-api-client", NODE_API_CLIENT_NAME)
+        return {"cert": str(p / "subresource-api-client.crt"), "key": str(p / "subresource-api-client.key"),
+                "ca": str(p / "ca.crt")}
+
     # --- internals --------------------------------------------------------
     def _client_kubeconfig(self, info: LabInfo, stem: str, user: str, group: str | None) -> str:
         pki.issue_client(self.state_dir / "pki", stem, user, org=group)
@@ -453,10 +475,13 @@ class ControlPlane:
         """Our controller and node agents as lab processes (the roles install them on real hosts)."""
         py = sys.executable
         sd = self.state_dir
+        node_api = self.node_api_client_files()
         info.pids["controller"] = self._spawn("controller", [
             py, "-m", "virtops.controller.main", f"--kubeconfig={info.kubeconfig}",
             f"--state-dir={sd / 'controller'}", f"--identity=lab-{self.name}",
             f"--node-grace-seconds={self.node_grace_seconds}",
+            f"--node-api-client-cert-file={node_api['cert']}", f"--node-api-client-key-file={node_api['key']}",
+            f"--node-api-ca-file={node_api['ca']}",
         ])
         self._save(info)
         for index in range(1, self.nodes + 1):
@@ -474,6 +499,7 @@ class ControlPlane:
                 "--cpu=4", "--memory=8Gi",
                 f"--heartbeat-seconds={max(1, self.lease_seconds // 4)}",
                 f"--lease-duration-seconds={self.lease_seconds}",
+                *self.node_api_agent_args(node),
             ])
             self._save(info)
 

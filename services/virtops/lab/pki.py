@@ -60,3 +60,11 @@ def issue_server(pki: Path, stem: str, cn: str, *, dns_names: tuple[str, ...] = 
     """A server certificate from the lab's cluster CA, written as ``<stem>.crt`` and ``<stem>.key``."""
     ca = CertificateAuthority.load(pki / "ca.crt", pki / "ca.key")
     write_pair(pki, stem, *ca.issue(cn, server=True, dns_names=dns_names, ips=ips))
+
+
+def issue_node_api_server(pki: Path, node: str) -> tuple[Path, Path]:
+    """The serving certificate of a node agent's node API, from the cluster CA: DNS name = the node's name
+    (the subresource API checks it), valid on loopback. Written as ``node-api-<node>.crt``/``.key``."""
+    ca = CertificateAuthority.load(pki / "ca.crt", pki / "ca.key")
+    serving = ca.issue(node, server=True, dns_names=(node,), ips=("127.0.0.1", "::1"))
+    return write_pair(pki, f"node-api-{node}", *serving)

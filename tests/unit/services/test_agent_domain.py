@@ -78,8 +78,12 @@ def test_diskless_vmi_gets_name_memory_marker_serial_and_a_user_interface(tmp_pa
     marker = root.find(f"metadata/{{{METADATA_NS}}}vmi")
     assert marker.attrib == {"namespace": "ns1", "name": "vm1", "uid": BASE["metadata"]["uid"], "node": "node-a"}
     serial = root.find("devices/serial")
-    assert serial.get("type") == "file"
-    assert serial.find("source").get("path") == str(tmp_path / "state" / "serial.log")
+    # A socket for `virtctl console`, and still a log of everything the guest printed.
+    assert serial.get("type") == "unix"
+    assert serial.find("source").attrib == {"mode": "bind", "path": str(tmp_path / "state" / "serial.sock")}
+    assert serial.find("log").get("file") == str(tmp_path / "state" / "serial.log")
+    assert root.find("devices/graphics").get("type") == "vnc"
+    assert root.find("devices/graphics/listen").attrib == {"type": "socket"}
     interfaces = root.findall("devices/interface")
     assert [i.get("type") for i in interfaces] == ["user"]
     assert interfaces[0].find("model").get("type") == "virtio"

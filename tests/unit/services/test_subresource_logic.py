@@ -11,16 +11,15 @@ import pytest
 from virtops.api.auth import FrontProxyConfig, User, authorize, check_identity, user_from_headers
 from virtops.api.server import resource_list
 from virtops.api.status import StatusError
-from virtops.api.subresources import POWER_STATE, Subresources, is_paused, parse_dry_run, run_strategy
+from virtops.api.subresources import Subresources, is_paused, parse_dry_run, run_strategy
 from virtops.kube import ConflictError, NotFoundError
 
 
 class FakeClient:
     """Objects by path; merge patches honour metadata.resourceVersion like kube-apiserver."""
 
-    def __init__(self, *objects: dict, race: int = 0, sar_allowed: bool = True) -> None:
+    def __init__(self, *objects: dict, sar_allowed: bool = True) -> None:
         self.objects = {self.path_of(o): copy.deepcopy(o) for o in objects}
-        self.race = race  # how many patches lose to a concurrent writer first
         self.sar_allowed = sar_allowed
         self.patches: list[tuple[str, dict]] = []
         self.reviews: list[dict] = []
@@ -40,10 +39,6 @@ class FakeClient:
 
     def request(self, method: str, path: str, query: Any = None, body: Any = None, *args: Any) -> dict:
         obj = self.objects[path]
-        if self.race:
-            self.race -= 1
-            obj["metadata"]["annotations"] = {POWER_STATE: "paused"}
-            obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
         if body["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
             raise ConflictError(409, {"message": "the object has been modified"})
         self.patches.append((path, body))
@@ -62,11 +57,10 @@ class FakeClient:
         return dict(body, status={"allowed": self.sar_allowed})
 
 
-def vmi(phase: str = "Running", annotation: str | None = None, paused_condition: bool = False) -> dict:
-    meta = {"name": "v", "namespace": "ns", "resourceVersion": "1", "uid": "u1"}
-    obj: dict = {"kind": "VirtualMachineInstance", "metadata": meta, "status": {"phase": phase}}
-    if annotation:
-        obj["metadata"]["annotations"] = {POWER_STATE: annotation}
+def vmi(phase: str = "Running", paused_condition: bool = False, annotations: dict | None = None) -> dict:
+    meta = {"name": "v", "namespace": "ns", "resourceVersion": "1", "uid": "u1", "annotations": annotations or {}}
+    obj: dict = {"kind": "VirtualMachineInstance", "metadata": meta,
+                 "status": {"phase": phase, "nodeName": "node-a"}}
     if paused_condition:
         obj["status"]["conditions"] = [{"type": "Paused", "status": "True", "reason": "PausedByUser"}]
     return obj
@@ -83,46 +77,69 @@ def error_of(call: Any, *args: Any, **kwargs: Any) -> tuple[int, str]:
     return info.value.code, info.value.message
 
 
+class FakeNodes:
+    """The node API client: records calls, or raises what an agent (or its absence) would."""
+
+    def __init__(self, error: StatusError | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.error = error
+
+    def put(self, obj: dict, op: str) -> None:
+        self.calls.append((obj["metadata"]["name"], op))
+        if self.error:
+            raise self.error
+
+
 @pytest.mark.parametrize(("obj", "paused"), [
     (vmi(), False),
     (vmi(paused_condition=True), True),
-    (vmi(annotation="paused"), True),
-    (vmi(annotation="running", paused_condition=True), False),  # unpause recorded, agent not done yet
+    # The retired intent annotation means nothing: a plain patch of the VMI pauses nothing.
+    (vmi(annotations={"virtops.kubevirt.io/power-state": "paused"}), False),
 ])
 def test_what_counts_as_paused(obj, paused) -> None:
     assert is_paused(obj) is paused
 
 
-def test_pause_records_the_intent_against_the_version_it_checked() -> None:
+def test_pause_calls_the_node_api_and_writes_nothing() -> None:
+    client, nodes = FakeClient(vmi()), FakeNodes()
+    Subresources(client, nodes).pause("ns", "v")  # type: ignore[arg-type]
+    Subresources(client, nodes).pause("ns", "v", dry_run=True)  # type: ignore[arg-type]
+    assert nodes.calls == [("v", "pause")]
+    assert client.patches == []
+
+
+def test_the_agents_answer_is_the_answer() -> None:
+    refusal = StatusError(409, "Conflict", 'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "v": '
+                                           "VMI is already paused")
     client = FakeClient(vmi())
-    Subresources(client).pause("ns", "v")
-    assert client.patches == [(FakeClient.path_of(vmi()),
-                               {"metadata": {"resourceVersion": "1", "annotations": {POWER_STATE: "paused"}}})]
+    assert error_of(Subresources(client, FakeNodes(refusal)).pause, "ns", "v") == (  # type: ignore[arg-type]
+        409, refusal.message)
 
 
-def test_a_lost_race_is_rechecked_and_answered_already_paused() -> None:
-    client = FakeClient(vmi(), race=1)
-    assert error_of(Subresources(client).pause, "ns", "v") == (
-        409, 'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "v": VMI is already paused')
+def test_without_node_api_credentials_pause_is_an_error_not_a_200() -> None:
+    client = FakeClient(vmi())
+    code, text = error_of(Subresources(client).pause, "ns", "v")  # type: ignore[arg-type]
+    assert code == 500
+    assert "node API client certificate" in text
 
 
 @pytest.mark.parametrize(("obj", "op", "message"), [
     (vmi(phase="Scheduled"), "pause", "VM is not running"),
-    (vmi(annotation="paused"), "pause", "VMI is already paused"),
-    (vmi(phase="Scheduled", annotation="paused"), "unpause", "VMI is not running"),
+    (vmi(paused_condition=True), "pause", "VMI is already paused"),
+    (vmi(phase="Scheduled", paused_condition=True), "unpause", "VMI is not running"),
     (vmi(), "unpause", "VMI is not paused"),
 ])
 def test_kubevirts_conflicts(obj, op, message) -> None:
-    client = FakeClient(obj)
-    code, text = error_of(getattr(Subresources(client), op), "ns", "v", dry_run=True)
+    client, nodes = FakeClient(obj), FakeNodes()
+    code, text = error_of(getattr(Subresources(client, nodes), op), "ns", "v")  # type: ignore[arg-type]
     assert (code, text) == (409, f'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "v": {message}')
-    assert client.patches == []
+    assert client.patches == [] and nodes.calls == []
 
 
 def test_dry_run_writes_nothing_and_missing_is_404() -> None:
-    client = FakeClient(vmi())
-    Subresources(client).pause("ns", "v", dry_run=True)
-    assert client.patches == []
+    client, nodes = FakeClient(vmi()), FakeNodes()
+    Subresources(client, nodes).pause("ns", "v", dry_run=True)  # type: ignore[arg-type]
+    assert client.patches == [] and nodes.calls == []
     assert error_of(Subresources(client).pause, "ns", "gone") == (
         404, 'virtualmachineinstance.kubevirt.io "gone" not found')
 
@@ -219,4 +236,7 @@ def test_denied_review_is_kubernetes_forbidden_wording() -> None:
 def test_discovery_document() -> None:
     names = [r["name"] for r in resource_list()["resources"]]
     assert names == ["virtualmachineinstances/pause", "virtualmachineinstances/unpause", "virtualmachines/start",
-                     "virtualmachines/stop", "virtualmachines/restart"]
+                     "virtualmachines/stop", "virtualmachines/restart", "virtualmachineinstances/console",
+                     "virtualmachineinstances/vnc"]
+    verbs = {r["name"]: r["verbs"] for r in resource_list()["resources"]}
+    assert verbs["virtualmachineinstances/console"] == verbs["virtualmachineinstances/vnc"] == ["get"]

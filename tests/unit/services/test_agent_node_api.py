@@ -1,0 +1,63 @@
+"""The node API's decisions without libvirt: the domain's real state decides, with KubeVirt's 409 texts."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from virtops.agent.config import ConfigError, resolve
+from virtops.agent.nodeapi import power_op
+from virtops.api.status import StatusError
+
+RUNNING = SimpleNamespace(phase="Running", paused=False)
+PAUSED = SimpleNamespace(phase="Running", paused=True)
+OFF = SimpleNamespace(phase="Succeeded", paused=False)
+
+
+def conflict(why: str) -> str:
+    return f'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "v": {why}'
+
+
+@pytest.mark.parametrize(("state", "op", "why"), [
+    (PAUSED, "pause", "VMI is already paused"),
+    (OFF, "pause", "VM is not running"),
+    (None, "pause", "VM is not running"),
+    (RUNNING, "unpause", "VMI is not paused"),
+    (None, "unpause", "VMI is not running"),
+])
+def test_the_domain_says_no(state, op, why) -> None:
+    acted = []
+    with pytest.raises(StatusError) as caught:
+        power_op(lambda: state, lambda: acted.append(op) or True, op, "v")
+    assert (caught.value.code, caught.value.message) == (409, conflict(why))
+    assert acted == []
+
+
+def test_a_domain_that_changed_between_look_and_act_is_answered_as_it_is_now() -> None:
+    states = iter([RUNNING, OFF])
+    with pytest.raises(StatusError) as caught:
+        power_op(lambda: next(states), lambda: False, "pause", "v")
+    assert caught.value.message == conflict("VM is not running")
+
+
+def test_pause_acts_once() -> None:
+    acted = []
+    power_op(lambda: RUNNING, lambda: acted.append("pause") or True, "pause", "v")
+    assert acted == ["pause"]
+
+
+BASE = {"kubeconfig": "k", "node_name": "n"}
+
+
+def test_the_node_api_needs_its_three_files() -> None:
+    with pytest.raises(ConfigError, match="node_api_tls_cert_file: required with node_api_address"):
+        resolve(dict(BASE, node_api_address="127.0.0.1:0"), {})
+    full = dict(BASE, node_api_address="127.0.0.1:0", node_api_tls_cert_file="c", node_api_tls_key_file="k",
+                node_api_client_ca_file="ca")
+    assert resolve(full, {}).node_api_client_name == "virtops-subresource-api"
+
+
+def test_the_node_api_listens_on_loopback_only() -> None:
+    with pytest.raises(ConfigError, match="node_api_address: '0.0.0.0' is not a loopback address"):
+        resolve(dict(BASE, node_api_address="0.0.0.0:8186", node_api_tls_cert_file="c", node_api_tls_key_file="k",
+                     node_api_client_ca_file="ca"), {})
