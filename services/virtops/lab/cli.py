@@ -1,4 +1,4 @@
-"""``virtops-lab up|status|down|build|guest``: the lab's command line."""
+"""``virtops-lab up|status|down|build|guest|debian``: the lab's command line."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import sys
 
 from virtops.lab.build import BuildError
 from virtops.lab.control_plane import ControlPlane, LabError
+from virtops.lab.debian_image import DebianImageError
 from virtops.lab.guest import GuestBuildError
 from virtops.lab.registry import RegistryError
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="virtops-lab", description=__doc__)
-    parser.add_argument("command", choices=["up", "status", "down", "build", "guest"])
+    parser.add_argument("command", choices=["up", "status", "down", "build", "guest", "debian"])
     parser.add_argument("--name", default="default", help="lab instance name (default: default)")
     parser.add_argument("--state-dir", help="state directory (default: /tmp/virtops-lab/NAME)")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON on stdout")
@@ -37,6 +38,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(dict(guest.manifest, directory=str(guest.directory)), indent=2, sort_keys=True)
                   if args.json else f"{GUEST_IMAGE}: {guest.directory}")
             return 0
+        if args.command == "debian":
+            from virtops.lab.debian_image import DEBIAN_IMAGE, ensure_debian_image
+
+            image = ensure_debian_image()
+            print(json.dumps(dict(image.manifest, disk=str(image.disk)), indent=2, sort_keys=True)
+                  if args.json else f"{DEBIAN_IMAGE}: {image.disk}")
+            return 0
         if args.command == "up":
             info = lab.up()
             human = f"lab {info.name} up: {info.server}\nexport KUBECONFIG={info.kubeconfig}"
@@ -53,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         changed = lab.down()
         print(f'{{"changed": {str(changed).lower()}}}' if args.json else f"lab {args.name}: down")
         return 0
-    except (LabError, BuildError, GuestBuildError, RegistryError) as exc:
+    except (LabError, BuildError, GuestBuildError, RegistryError, DebianImageError) as exc:
         print(f"virtops-lab: {exc}", file=sys.stderr)
         return 1
 
