@@ -13,6 +13,8 @@ sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # for the tests' registry that wants credentials.
 packages=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils libvirt-dev pkg-config busybox-static shellcheck
           xorriso docker-registry skopeo umoci apache2-utils)
+# OVMF: the UEFI firmware of VMIs with spec.domain.firmware.bootloader.efi.
+packages+=(ovmf)
 # mmdebstrap, SYSLINUX, mtools, dosfstools and sfdisk build the Debian cloud image without mounting anything
 # (services/virtops/lab/debian_image.py).
 packages+=(mmdebstrap syslinux syslinux-common mtools dosfstools fdisk)

@@ -42,6 +42,10 @@ _SUPPORTED_VOLUMES = ("containerDisk", "emptyDisk", "cloudInitNoCloud", "cloudIn
 _UNSUPPORTED_DEVICES = ("gpus", "hostDevices", "filesystems", "watchdog", "tpm")
 GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 _KERNEL_BOOT = "spec.domain.firmware.kernelBoot"
+_BOOTLOADER = "spec.domain.firmware.bootloader"
+# Debian's ovmf package: the UEFI firmware (read-only) and the template of each VMI's own variable store.
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
 def domain_name(namespace: str, name: str) -> str:
@@ -224,6 +228,32 @@ def _kernel_boot(spec: dict[str, Any], state_dir: Path, images: dict[str, Path])
     return KernelBoot(kernel=state_dir / "kernel", initrd=initrd, cmdline=args, files=files)
 
 
+@dataclass
+class Firmware:
+    """UEFI for a VMI: OVMF's code and a variable store of the VMI's own (libvirt copies the template)."""
+
+    loader: Path
+    nvram: Path
+    template: Path
+
+
+def _bootloader(spec: dict[str, Any], state_dir: Path) -> Firmware | None:
+    """KubeVirt's spec.domain.firmware.bootloader: bios (the default, SeaBIOS) or efi (OVMF, no secure boot)."""
+    bootloader = ((spec.get("domain") or {}).get("firmware") or {}).get("bootloader") or {}
+    if "bios" in bootloader and "efi" in bootloader:
+        raise UnsupportedSpecError(_BOOTLOADER, "set either bios or efi, not both")
+    if "efi" not in bootloader:
+        return None
+    efi = bootloader["efi"] or {}
+    if efi.get("secureBoot", True):  # KubeVirt's default for efi is secure boot
+        raise UnsupportedSpecError(f"{_BOOTLOADER}.efi.secureBoot", "secure boot is not supported on this node "
+                                   "(set secureBoot: false for UEFI without it)")
+    if not (OVMF_CODE.is_file() and OVMF_VARS.is_file()):
+        raise UnsupportedSpecError(f"{_BOOTLOADER}.efi", f"UEFI firmware is not installed on this node "
+                                   f"({OVMF_CODE} from Debian's ovmf package)")
+    return Firmware(loader=OVMF_CODE, nvram=state_dir / "nvram.fd", template=OVMF_VARS)
+
+
 def _pulled(images: dict[str, Path], image: str, field_path: str) -> Path:
     rootfs = images.get(image)
     if rootfs is None or not rootfs.is_dir():
@@ -351,6 +381,7 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
     image_requests(spec)  # the shape of every image reference, before anything else is looked at
     disks, files = _disks(vmi, state_dir, images or {})
     kernel_boot = _kernel_boot(spec, state_dir, images or {})
+    firmware = _bootloader(spec, state_dir)
     if kernel_boot is not None:
         files = kernel_boot.files + files
     _cloud_init(vmi, disks, files, state_dir, read_secret)
@@ -368,6 +399,9 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
     ET.SubElement(root, "vcpu", placement="static").text = str(sockets * cores * threads)
     os_el = ET.SubElement(root, "os")
     ET.SubElement(os_el, "type", arch="x86_64", machine=machine).text = "hvm"
+    if firmware is not None:
+        ET.SubElement(os_el, "loader", readonly="yes", secure="no", type="pflash").text = str(firmware.loader)
+        ET.SubElement(os_el, "nvram", template=str(firmware.template)).text = str(firmware.nvram)
     if kernel_boot is not None:
         ET.SubElement(os_el, "kernel").text = str(kernel_boot.kernel)
         if kernel_boot.initrd is not None:

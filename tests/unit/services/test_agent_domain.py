@@ -9,6 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from virtops.agent import domain
 from virtops.agent.domain import (
     METADATA_NS,
     UnsupportedSpecError,
@@ -378,3 +379,38 @@ def test_status_interfaces_drop_an_address_the_guest_no_longer_has():
     guest = [Seen("eth0", MAC, [], ["fe80::1"])]
     assert status_interfaces(["default"], [MAC], guest, old) == [
         {"name": "default", "mac": MAC, "infoSource": "domain, guest-agent", "interfaceName": "eth0"}]
+
+
+def test_efi_without_secure_boot_boots_ovmf_with_a_variable_store_of_the_vmis_own(tmp_path, monkeypatch):
+    code, template = tmp_path / "OVMF_CODE_4M.fd", tmp_path / "OVMF_VARS_4M.fd"
+    code.write_bytes(b"code")
+    template.write_bytes(b"vars")
+    monkeypatch.setattr(domain, "OVMF_CODE", code)
+    monkeypatch.setattr(domain, "OVMF_VARS", template)
+    root = xml_of(vmi(domain__firmware={"bootloader": {"efi": {"secureBoot": False}}}), tmp_path)
+    loader, nvram = root.find("os/loader"), root.find("os/nvram")
+    assert (loader.text, loader.get("type"), loader.get("readonly"), loader.get("secure")) == \
+        (str(code), "pflash", "yes", "no")
+    assert nvram.get("template") == str(template)
+    assert nvram.text == str(tmp_path / "state" / "nvram.fd")
+
+
+def test_bios_is_the_default_firmware_and_has_no_loader(tmp_path):
+    for firmware in ({}, {"bootloader": {"bios": {}}}):
+        root = xml_of(vmi(domain__firmware=firmware), tmp_path)
+        assert root.find("os/loader") is None and root.find("os/nvram") is None
+
+
+@pytest.mark.parametrize("bootloader, field", [
+    ({"efi": {}}, "spec.domain.firmware.bootloader.efi.secureBoot"),  # KubeVirt's default: secure boot
+    ({"efi": {"secureBoot": True}}, "spec.domain.firmware.bootloader.efi.secureBoot"),
+    ({"efi": {"secureBoot": False}, "bios": {}}, "spec.domain.firmware.bootloader"),
+])
+def test_firmware_this_node_cannot_give_is_refused_naming_the_field(tmp_path, bootloader, field):
+    assert unsupported(vmi(domain__firmware={"bootloader": bootloader}), tmp_path).field == field
+
+
+def test_efi_without_ovmf_on_the_node_names_the_package(tmp_path, monkeypatch):
+    monkeypatch.setattr(domain, "OVMF_CODE", tmp_path / "missing.fd")
+    error = unsupported(vmi(domain__firmware={"bootloader": {"efi": {"secureBoot": False}}}), tmp_path)
+    assert error.field == "spec.domain.firmware.bootloader.efi" and "ovmf" in error.message
