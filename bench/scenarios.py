@@ -37,6 +37,7 @@ NOWHERE = {"bench.virtops.io/no-such-node": "true"}  # a nodeSelector that match
 class Config:
     reps: int = 3
     declare_reps: int = 2  # a no-op run of 100 items is ~1-2 min per tool on 2 cores
+    batch_reps: int = 3  # a batch no-op run is a few seconds: more samples of it
     create_counts: list[int] = field(default_factory=lambda: [1, 10, 50])
     reps_large: int = 2  # repetitions for create counts >= 50
     kubevirt_vm_max: int = 10  # kubevirt.core.kubevirt_vm only up to this count (each VM is a second object)
@@ -199,20 +200,24 @@ def declare(lab: Lab, cfg: Config, lines: list[Line]) -> None:
     loops = [("virtops.kubevirt.vmi", "declare_vmi.yml"), (K8S, "declare_k8s.yml")]
     batches = [(ours_batch, "declare_vmi_batch.yml"), (k8s_batch, "declare_k8s_batch.yml")]
     tools = [*loops, floor, *batches]
-    declaring = loops + batches
     spaces = {label: lab.namespace(f"declare-{i}") for i, (label, _p) in enumerate(tools)}
     vmis = [tiny_vmi(f"vmi-{i:03d}", node_selector=NOWHERE) for i in range(n)]
-    first = {label: [] for label, _p in declaring}
+    first = {label: [] for label, _p in batches}
     wall = {label: [] for label, _p in tools}
     task_time = {label: [] for label, _p in tools}
     rate = {label: [] for label, _p in tools}
     changed_seen: dict[str, int] = {}
-    for label, playbook in declaring:
+    # The loops' namespaces get the objects straight from the API (a first run of a loop is minutes on a busy
+    # machine and its line is not this one's question); the batches create theirs, timed.
+    for label, _playbook in loops:
+        lab.create_many(spaces[label], vmis)
+    for label, playbook in batches:
         run = run_playbook(playbook, dict(_common(lab, spaces[label]), vmis=vmis), label=label)
         first[label].append(run.wall)
         say(f"declare first run: {label}: {run.wall:.1f}s changed={run.recap.get('changed')}")
-    for rep in range(min(cfg.reps, cfg.declare_reps)):
-        for label, playbook in alternate(tools, rep):
+    loop_reps = min(cfg.reps, cfg.declare_reps)
+    for rep in range(max(loop_reps, cfg.batch_reps)):
+        for label, playbook in alternate(tools if rep < loop_reps else batches, rep):
             run = run_playbook(playbook, dict(_common(lab, spaces[label]), vmis=vmis), label=label)
             wall[label].append(run.wall)
             task = run.task("Declare")
@@ -227,7 +232,6 @@ def declare(lab: Lab, cfg: Config, lines: list[Line]) -> None:
     def only(series: dict, labels: list[str]) -> dict:
         return {label: series[label] for label in labels}
 
-    lines.append(Line("3 no-op", f"first run: create {n} declared VMIs (ansible-playbook wall)", "s", first))
     lines.append(Line("3 no-op", f"no-op second run, {n} declared VMIs (ansible-playbook wall)", "s",
                       only(wall, loop_labels), note=note, target="ours ≥ 2× faster than k8s",
                       references=[floor[0]]))
@@ -241,6 +245,8 @@ def declare(lab: Lab, cfg: Config, lines: list[Line]) -> None:
                       target="ours ≥ 3× faster than k8s's batch", references=loop_refs))
     lines.append(Line("3 no-op", f"no-op second run, {n} declared VMIs as one batch task (ansible-playbook wall)",
                       "s", only(wall, batch_labels), note=note, references=loop_refs))
+    lines.append(Line("3 no-op", f"first run: create {n} declared VMIs as one batch task (ansible-playbook wall)",
+                      "s", first))
 
 
 # --- 4. list ------------------------------------------------------------------------------------------
