@@ -19,7 +19,6 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,9 @@ from virtops.agent.domain import (
 from virtops.agent.errors import SecretUnavailableError
 from virtops.agent.images import BadImageError, CachedImage, ImageCache, ImagePullError, auth_file, wait_seconds
 from virtops.agent.metrics import AgentMetrics, InstrumentedHypervisor
-from virtops.kube import ApiError, ConflictError, ForbiddenError, GoneError, KubeClient, NotFoundError, path_for
+from virtops.kube import ApiError, ConflictError, ForbiddenError, KubeClient, NotFoundError, path_for
+from virtops.kube.informer import Informer
+from virtops.kube.workqueue import KeyQueue
 from virtops.node.api import NODE_API_ANNOTATION
 from virtops.node.hypervisor import domain_type as detect_domain_type
 
@@ -114,64 +115,6 @@ def now_rfc3339() -> str:
 
 def now_micro() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-class KeyQueue:
-    """A work queue that holds each key at most once and never hands one key to two workers at a time."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._order: deque[Hashable] = deque()
-        self._queued: set[Hashable] = set()
-        self._processing: set[Hashable] = set()
-        self._dirty: set[Hashable] = set()
-        self._closed = False
-
-    def add(self, key: Hashable) -> None:
-        with self._cond:
-            if self._closed or key in self._queued:
-                return
-            if key in self._processing:
-                self._dirty.add(key)  # picked up again when the current run is done
-                return
-            self._queued.add(key)
-            self._order.append(key)
-            self._cond.notify()
-
-    def get(self, timeout: float | None = None) -> Hashable | None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._order or self._closed, timeout):
-                return None
-            if self._closed:
-                return None
-            key = self._order.popleft()
-            self._queued.discard(key)
-            self._processing.add(key)
-            return key
-
-    def done(self, key: Hashable) -> None:
-        with self._cond:
-            self._processing.discard(key)
-            if key in self._dirty and not self._closed:
-                self._dirty.discard(key)
-                self._queued.add(key)
-                self._order.append(key)
-                self._cond.notify()
-
-    def add_after(self, key: Hashable, seconds: float) -> None:
-        """Add the key once ``seconds`` have passed (a retry with backoff)."""
-        timer = threading.Timer(seconds, self.add, (key,))
-        timer.daemon = True
-        timer.start()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._order)
 
 
 def _version(obj: Obj) -> str:
@@ -251,7 +194,8 @@ class NodeAgent:
         self.watch_timeout_seconds = watch_timeout_seconds
         self.stop_event = threading.Event()
         self.synced = threading.Event()
-        self.queue = KeyQueue()
+        # Retries back off up to 5 s, never beyond a resync (libvirtd or the API are back soon).
+        self.queue = KeyQueue(max_delay=min(5.0, resync_seconds))
         self._cache: dict[Key, Obj] = {}
         # The resourceVersions the watch (or the list) delivered per cached key, newest last: a write's answer of
         # one of these is not newer than the cache (see _store).
@@ -259,7 +203,6 @@ class NodeAgent:
         self._cache_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_heartbeat: datetime.datetime | None = None
-        self._failures: dict[Key, int] = {}  # consecutive reconcile failures per key, for the retry backoff
         self._address_polls: set[Key] = set()  # VMIs with a look-again timer pending (one each at most)
         self._address_lock = threading.Lock()
         # Deleted VMIs whose guest is shutting down: key -> (uid, monotonic deadline for destroying the domain).
@@ -409,48 +352,31 @@ class NodeAgent:
                 self._cache[key] = obj
 
     def _informer_loop(self) -> None:
-        query = {"labelSelector": f"{NODE_LABEL}={self.node_name}"}
-        backoff = 0.5
-        while not self.stop_event.is_set():
-            try:
-                items, rv = self.client.list(self.VMI_PATH, query)
-                with self._cache_lock:
-                    old = set(self._cache)
-                    self._cache = {_key(i): i for i in items}
-                    self._delivered = {_key(i): deque([_version(i)], maxlen=DELIVERED_KEPT) for i in items}
-                    keys = old | set(self._cache)
-                for key in keys:
-                    self.queue.add(key)
-                for key in self._orphan_keys():
-                    self.queue.add(key)
-                self.synced.set()
-                backoff = 0.5
-                while not self.stop_event.is_set():
-                    for event in self.client.watch(self.VMI_PATH, dict(query, resourceVersion=rv),
-                                                   timeout_seconds=self.watch_timeout_seconds):
-                        obj = event.get("object") or {}
-                        rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
-                        if event.get("type") == "BOOKMARK":
-                            continue
-                        key = _key(obj)
-                        with self._cache_lock:
-                            if event.get("type") == "DELETED":
-                                self._cache.pop(key, None)
-                                self._delivered.pop(key, None)
-                            else:
-                                self._cache[key] = obj
-                                self._delivered.setdefault(key, deque(maxlen=DELIVERED_KEPT)).append(_version(obj))
-                        self.queue.add(key)
-                        if self.stop_event.is_set():
-                            return
-            except GoneError:
-                log.info("watch expired; listing again")
-            except Exception as exc:  # noqa: BLE001 - the API may be away for a while
-                self.metrics.errors.inc(kind="watch")
-                log.warning("VMI watch failed: %s", str(exc).strip())
-                self.stop_event.wait(backoff)
-                # Capped low: the list after an API server restart must not wait long (it is one request).
-                backoff = min(backoff * 2, 5.0)
+        Informer(self.client, self.VMI_PATH, self._on_vmi_event, self.stop_event,
+                 query={"labelSelector": f"{NODE_LABEL}={self.node_name}"}, name="VMI watch",
+                 watch_timeout_seconds=self.watch_timeout_seconds,
+                 on_error=lambda _exc: self.metrics.errors.inc(kind="watch")).run()
+
+    def _on_vmi_event(self, kind: str, obj: Obj) -> None:
+        if kind == "SYNC":
+            with self._cache_lock:
+                old = set(self._cache)
+                self._cache = {_key(i): i for i in obj["items"]}
+                self._delivered = {_key(i): deque([_version(i)], maxlen=DELIVERED_KEPT) for i in obj["items"]}
+                keys = old | set(self._cache)
+            for key in [*keys, *self._orphan_keys()]:
+                self.queue.add(key)
+            self.synced.set()
+            return
+        key = _key(obj)
+        with self._cache_lock:
+            if kind == "DELETED":
+                self._cache.pop(key, None)
+                self._delivered.pop(key, None)
+            else:
+                self._cache[key] = obj
+                self._delivered.setdefault(key, deque(maxlen=DELIVERED_KEPT)).append(_version(obj))
+        self.queue.add(key)
 
     def _orphan_keys(self) -> list[Key]:
         """Keys of domains this agent defined on this node whose VMI is not in the cache."""
@@ -488,14 +414,12 @@ class NodeAgent:
             start = time.monotonic()
             try:
                 self.reconcile(key)  # type: ignore[arg-type]
-                self._failures.pop(key, None)  # type: ignore[arg-type]
+                self.queue.forget(key)
             except Exception as exc:  # noqa: BLE001 - one VMI's failure must not stop the others
                 self.metrics.errors.inc(kind="reconcile")
-                failures = self._failures[key] = self._failures.get(key, 0) + 1  # type: ignore[index]
-                delay = min(0.2 * 2 ** (failures - 1), 5.0, self.resync_seconds)  # API or libvirtd back soon
+                delay = self.queue.retry(key)
                 log.warning("reconcile of %s failed (%s); retrying in %.1fs", "/".join(key), exc, delay)  # type: ignore[arg-type]
                 log.debug("reconcile failure", exc_info=True)
-                self.queue.add_after(key, delay)
             finally:
                 self.metrics.reconcile_seconds.observe(time.monotonic() - start)
                 self.queue.done(key)

@@ -1,7 +1,8 @@
 """The controller's reconcile loops: schedule pending VMIs, watch node leases, mark VMIs of dead nodes.
 
-List+watch keeps an in-memory view of VMIs and node leases; a single worker
-acts on a queue of VMI keys, so two events for one VMI never race. Leases only
+List+watch (virtops.kube.informer) keeps an in-memory view of VMIs and node
+leases; a single worker acts on a deduplicating queue of keys
+(virtops.kube.workqueue), so two events for one VMI never race. Leases only
 tell liveness by the *absence* of renewals, so node health is also checked on a
 short timer. Only the elected leader acts.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +19,9 @@ from collections.abc import Callable
 from virtops.controller.scheduling import Node, choose_node
 from virtops.controller.secrets import NodeSecretAccess
 from virtops.controller.vms import VmReconciler
-from virtops.kube import ConflictError, GoneError, KubeClient, NotFoundError, path_for
+from virtops.kube import ConflictError, KubeClient, NotFoundError, path_for
+from virtops.kube.informer import Informer
+from virtops.kube.workqueue import KeyQueue
 from virtops.quantity import parse_quantity
 
 log = logging.getLogger("virtops.controller")
@@ -98,37 +100,6 @@ def apply_event(cache: dict[tuple[str, str], dict], kind: str, obj: dict) -> lis
     return [key_of(obj)]
 
 
-class Informer(threading.Thread):
-    """List, then watch from the list's resourceVersion; re-list on 410 Gone. Calls back per event."""
-
-    def __init__(self, client: KubeClient, path: str, on_event: Callable[[str, dict], None],
-                 stop: threading.Event, query: dict | None = None, name: str = "informer") -> None:
-        super().__init__(name=name, daemon=True)
-        self.client, self.path, self.on_event, self.stop_event, self.query = client, path, on_event, stop, query
-        self.synced = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                items, version = self.client.list(self.path, self.query)
-                self.on_event("SYNC", {"items": items})
-                self.synced.set()
-                while not self.stop_event.is_set():
-                    for event in self.client.watch(self.path, dict(self.query or {}, resourceVersion=version), 60):
-                        if self.stop_event.is_set():
-                            return  # a stopped controller must not act on anything any more
-                        obj = event["object"]
-                        version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                        if event["type"] != "BOOKMARK":
-                            self.on_event(event["type"], obj)
-            except GoneError:
-                continue  # too old: list again
-            except Exception as exc:  # noqa: BLE001 - a broken connection must not end the controller
-                if not self.stop_event.is_set():
-                    log.warning("%s: watch failed (%s); listing again in 1s", self.name, exc)
-                self.stop_event.wait(1)
-
-
 class Controller:
     def __init__(self, client: KubeClient, *, lease_namespace: str = "kube-node-lease",
                  node_grace_seconds: float = 60.0, health_interval: float = 2.0) -> None:
@@ -141,12 +112,11 @@ class Controller:
         self.vms: dict[tuple[str, str], dict] = {}
         self.vm_reconciler = VmReconciler(client)
         self.node_secrets = NodeSecretAccess(client)
-        self._secrets_sync_queued = False
         self.nodes: dict[str, Node] = {}
         self.lock = threading.Lock()
-        # Items are ("vmi" | "vm", namespace, name) or ("secrets", "", ""); one worker, so one object is never
-        # handled twice at once.
-        self.queue: queue.Queue[tuple[str, str, str]] = queue.Queue()
+        # Keys are ("vmi" | "vm", namespace, name) or ("secrets", "", ""), each queued once however many events
+        # name it. One worker: placements are decided one after another.
+        self.queue = KeyQueue()
         self.threads: list[threading.Thread] = []
 
     # --- event intake ---------------------------------------------------------
@@ -156,19 +126,21 @@ class Controller:
             # A VM follows its VMI of the same name.
             owners = list(self.vms) if kind == "SYNC" else [k for k in [key_of(obj)] if k in self.vms]
         for key in keys:
-            self.queue.put(("vmi", *key))
+            self.queue.add(("vmi", *key))
         for key in owners:
-            self.queue.put(("vm", *key))
+            self.queue.add(("vm", *key))
         self._queue_secrets_sync()  # a VMI came, was bound, ended or went: its node's Secrets follow
 
     def _on_vm(self, kind: str, obj: dict) -> None:
         with self.lock:
             keys = apply_event(self.vms, kind, obj)
         for key in keys:
-            self.queue.put(("vm", *key))
+            self.queue.add(("vm", *key))
 
     def _on_lease(self, kind: str, obj: dict) -> None:
+        now = now_utc()
         with self.lock:
+            before = {name: self._placement_view(n, now) for name, n in self.nodes.items()}
             if kind == "SYNC":
                 self.nodes = {n.name: n for n in map(node_from_lease, obj["items"]) if n}
             else:
@@ -177,9 +149,17 @@ class Controller:
                     self.nodes[node.name] = node
                 else:  # gone, or no longer usable: neither scheduled onto nor judged by a stale renewal
                     self.nodes.pop(lease_node_name(obj), None)
-            pending = [k for k, v in self.vmis.items() if self._needs_scheduling(v)]
-        for key in pending:  # a node came or changed: pending VMIs may fit now
-            self.queue.put(("vmi", *key))
+            after = {name: self._placement_view(n, now) for name, n in self.nodes.items()}
+            # A heartbeat that only renews a live node changes no placement: pending VMIs stay where they
+            # are (each renewal of each node used to queue every one of them again).
+            pending = [k for k, v in self.vmis.items() if self._needs_scheduling(v)] if after != before else []
+        for key in pending:  # a node came, went, changed or came back to life: pending VMIs may fit now
+            self.queue.add(("vmi", *key))
+
+    @staticmethod
+    def _placement_view(node: Node, now: datetime.datetime) -> tuple:
+        """What choose_node reads of a node, besides the VMIs on it."""
+        return node.alive(now), node.cpu, node.memory, sorted(node.labels.items())
 
     # --- decisions --------------------------------------------------------------
     @staticmethod
@@ -254,21 +234,13 @@ class Controller:
             return list(self.vmis.values())
 
     def _retry(self, item: tuple[str, str, str], seconds: float = 1.0) -> None:
-        timer = threading.Timer(seconds, self.queue.put, (item,))
-        timer.daemon = True
-        timer.start()
+        self.queue.add_after(item, seconds)
 
     def _queue_secrets_sync(self) -> None:
-        """At most one pending sync: it reads the whole cache anyway."""
-        with self.lock:
-            if self._secrets_sync_queued:
-                return
-            self._secrets_sync_queued = True
-        self.queue.put(("secrets", "", ""))
+        """At most one pending sync (the queue holds a key once): it reads the whole cache anyway."""
+        self.queue.add(("secrets", "", ""))
 
     def sync_node_secrets(self) -> None:
-        with self.lock:
-            self._secrets_sync_queued = False
         try:
             ok = self.node_secrets.sync(self._vmi_list())
         except Exception as exc:  # noqa: BLE001 - e.g. no RBAC to list Roles yet: the worker must go on
@@ -340,18 +312,19 @@ class Controller:
     # --- running ------------------------------------------------------------------
     def _worker(self) -> None:
         while not self.stop_event.is_set():
-            try:
-                kind, ns, name = self.queue.get(timeout=0.5)
-            except queue.Empty:
+            item = self.queue.get(timeout=0.5)
+            if item is None or self.stop_event.is_set():
                 continue
-            if self.stop_event.is_set():
-                return
-            if kind == "vm":
-                self.reconcile_vm((ns, name))
-            elif kind == "secrets":
-                self.sync_node_secrets()
-            else:
-                self.reconcile((ns, name))
+            kind, ns, name = item  # type: ignore[misc]
+            try:
+                if kind == "vm":
+                    self.reconcile_vm((ns, name))
+                elif kind == "secrets":
+                    self.sync_node_secrets()
+                else:
+                    self.reconcile((ns, name))
+            finally:
+                self.queue.done(item)
 
     def reconcile_vm(self, key: tuple[str, str]) -> None:
         with self.lock:
@@ -369,13 +342,16 @@ class Controller:
             self.check_node_health()
 
     def start(self) -> None:
-        self.threads = [
+        informers = [
             Informer(self.client, path_for(VMI_API, "virtualmachineinstances"), self._on_vmi, self.stop_event,
                      name="vmi-informer"),
             Informer(self.client, path_for("coordination.k8s.io/v1", "leases", self.lease_namespace),
                      self._on_lease, self.stop_event, name="lease-informer"),
             Informer(self.client, path_for(VMI_API, "virtualmachines"), self._on_vm, self.stop_event,
                      name="vm-informer"),
+        ]
+        self.threads = [
+            *(threading.Thread(target=i.run, name=i.name, daemon=True) for i in informers),
             threading.Thread(target=self._worker, name="scheduler", daemon=True),
             threading.Thread(target=self._health_loop, name="node-health", daemon=True),
         ]
@@ -385,6 +361,7 @@ class Controller:
     def stop(self) -> None:
         """Stop acting now; informers blocked in a watch exit at their next event without acting."""
         self.stop_event.set()
+        self.queue.close()
         for thread in self.threads:
             if thread.name in ("scheduler", "node-health"):
                 thread.join(timeout=5)

@@ -122,7 +122,7 @@ def test_a_failed_reconcile_is_retried_with_backoff_not_only_at_resync(tmp_path)
     assert node.metrics.reconcile_seconds.count() == 2
     assert node.metrics.errors.value(kind="reconcile") == 1
     assert node.metrics.errors.value(kind="libvirt") == 1
-    assert node._failures == {}
+    assert node.queue._failures == {}  # the success reset the backoff
 
 
 def test_every_error_kind_and_the_connection_count_are_there_from_the_first_scrape():
