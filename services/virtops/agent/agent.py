@@ -38,7 +38,16 @@ from virtops.agent.domain import (
 from virtops.agent.errors import SecretUnavailableError
 from virtops.agent.images import BadImageError, CachedImage, ImageCache, ImagePullError, auth_file, wait_seconds
 from virtops.agent.metrics import AgentMetrics, InstrumentedHypervisor
-from virtops.kube import ApiError, ConflictError, ForbiddenError, KubeClient, NotFoundError, path_for
+from virtops.kube import (
+    ApiError,
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    KubeClient,
+    NotFoundError,
+    path_for,
+    unchanged_since,
+)
 from virtops.kube.informer import Informer
 from virtops.kube.workqueue import KeyQueue
 from virtops.node.api import NODE_API_ANNOTATION
@@ -203,6 +212,7 @@ class NodeAgent:
         self._cache_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._last_heartbeat: datetime.datetime | None = None
+        self._rejections: dict[Key, str] = {}  # the last 422 message per VMI, so a retry does not repeat its event
         self._address_polls: set[Key] = set()  # VMIs with a look-again timer pending (one each at most)
         self._address_lock = threading.Lock()
         # Deleted VMIs whose guest is shutting down: key -> (uid, monotonic deadline for destroying the domain).
@@ -870,12 +880,12 @@ class NodeAgent:
 
         A JSON patch rather than a merge patch: a merge patch drops the nulls inside lists, and KubeVirt's
         conditions carry ``lastProbeTime: null``. Only the named fields are touched. On conflict the VMI
-        is read again and queued. Returns the updated object, or None when nothing was written.
+        is read again and queued; a rejection (422) is logged, recorded as an event and raised (the worker
+        retries with backoff). Returns the updated object, or None when nothing was written.
         """
         key = _key(vmi)
         path = path_for("kubevirt.io/v1", "virtualmachineinstances", *key)
-        ops: list[Obj] = [{"op": "replace", "path": "/metadata/resourceVersion",
-                           "value": vmi["metadata"]["resourceVersion"]}]
+        ops: list[Obj] = [unchanged_since(vmi["metadata"]["resourceVersion"])]
         for section in ("metadata", "status"):
             fields = patch.get(section)
             if not fields:
@@ -906,6 +916,13 @@ class NodeAgent:
                     self._cache.pop(key, None)
             self.queue.add(key)
             return None
+        except InvalidError as exc:  # refused for what it says, not a race: tell (once per cause), retry later
+            log.error("VMI %s/%s: the API server rejected the agent's update: %s", *key, exc.message)
+            if self._rejections.get(key) != exc.message:
+                self._rejections[key] = exc.message
+                self._event(vmi, "Warning", "FailedUpdate", f"the API server rejected the update: {exc.message}")
+            raise
+        self._rejections.pop(key, None)
         meta = updated.get("metadata") or {}
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             # The last finalizer went: the object is gone, and its DELETED event may have come already.

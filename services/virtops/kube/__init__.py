@@ -5,9 +5,12 @@ from virtops.kube.client import (
     ConflictError,
     ForbiddenError,
     GoneError,
+    InvalidError,
     KubeClient,
     NotFoundError,
     path_for,
+    unchanged_since,
 )
 
-__all__ = ["ApiError", "ConflictError", "ForbiddenError", "GoneError", "KubeClient", "NotFoundError", "path_for"]
+__all__ = ["ApiError", "ConflictError", "ForbiddenError", "GoneError", "InvalidError", "KubeClient", "NotFoundError",
+           "path_for", "unchanged_since"]

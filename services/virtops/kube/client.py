@@ -54,7 +54,14 @@ class GoneError(ApiError):
     status = 410
 
 
-_ERRORS = {cls.status: cls for cls in (ForbiddenError, NotFoundError, ConflictError, GoneError)}
+class InvalidError(ApiError):
+    """422: the API server refused the object itself (schema, validation, an invalid patch). Not a race:
+    writing the same again fails the same way."""
+
+    status = 422
+
+
+_ERRORS = {cls.status: cls for cls in (ForbiddenError, NotFoundError, ConflictError, GoneError, InvalidError)}
 
 
 def api_error(status: int, body: Obj | str) -> ApiError:
@@ -73,6 +80,16 @@ def path_for(api_version: str, plural: str, namespace: str | None = None, name: 
     if subresource:
         parts.append(subresource)
     return "/".join(parts)
+
+
+def unchanged_since(resource_version: str) -> Obj:
+    """The first operation of a guarded JSON patch: the write applies only to the object as last read.
+
+    Setting metadata.resourceVersion in a patch is the API server's precondition: when the object changed
+    meanwhile it answers 409 Conflict (read again, retry). A JSON patch ``test`` of the same field would
+    answer 422, the code of a real rejection, and the two could not be told apart.
+    """
+    return {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}
 
 
 def _tls_context(*, ca_file: str | None, ca_data: str | None, cert_file: str | None, key_file: str | None,
