@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import wait_until
@@ -18,7 +20,7 @@ from virtops.controller.controller import (
     LeaderElector,
     ensure_namespace,
 )
-from virtops.kube import KubeClient, path_for
+from virtops.kube import ConflictError, KubeClient, path_for, unchanged_since
 
 
 @pytest.fixture
@@ -104,6 +106,55 @@ def test_unschedulable_stays_pending_with_the_reason(client, kubevirt_api, names
     assert wait_until(lambda: get(client, namespace, "huge")["status"].get("nodeName")) == "roomy"
 
 
+def test_a_burst_of_vmis_fills_two_nodes_without_overcommitting_either(client, kubevirt_api, namespace, lease_ns,
+                                                                        controller):
+    heartbeat(client, lease_ns, "left", memory="10Gi", cpu="100")
+    heartbeat(client, lease_ns, "right", memory="10Gi", cpu="100")
+    wait_until(lambda: {"left", "right"} <= set(controller.nodes))
+    names = [f"burst-{i:02}" for i in range(20)]  # room for exactly 10 of these 1Gi VMIs on each node
+    with ThreadPoolExecutor(len(names)) as pool:  # all at once, as a GitOps apply of 20 manifests would
+        list(pool.map(lambda n: create(client, namespace, vmi(n)), names))
+
+    def settled():
+        objs = [get(client, namespace, n) for n in names]
+        refused = [o for o in objs if any(c["type"] == "PodScheduled" and c["status"] == "False"
+                                          for c in o["status"].get("conditions", []))]
+        bound = [o for o in objs if o["status"].get("nodeName")]
+        return len(bound) + len(refused) == len(names) and objs
+
+    placed = Counter(o["status"].get("nodeName") for o in wait_until(settled, attempts=400))
+    assert placed == {"left": 10, "right": 10}
+
+
+def events_of(client, ns, name):
+    items, _ = client.list(path_for("v1", "events", ns), {"fieldSelector": f"involvedObject.name={name}"})
+    return items
+
+
+def test_a_stale_write_is_a_conflict_to_retry_not_a_rejection(client, kubevirt_api, namespace):
+    create(client, namespace, vmi("raced"))
+    path = path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, "raced")
+    seen = get(client, namespace, "raced")
+    client.merge_patch(path, {"metadata": {"labels": {"touched": "yes"}}})  # someone else writes meanwhile
+    with pytest.raises(ConflictError):
+        client.json_patch(path, [unchanged_since(seen["metadata"]["resourceVersion"]),
+                                 {"op": "add", "path": "/status", "value": {"phase": "Scheduling"}}])
+
+
+def test_a_rejected_bind_is_told_in_an_event_not_swallowed(client, kubevirt_api, namespace, lease_ns, controller):
+    # A Lease may be named what no label value can hold (more than 63 characters): the API server refuses the
+    # bind's kubevirt.io/nodeName label with 422. Nothing else is wrong, so only the controller can say why.
+    node = "node-" + "x" * 70
+    heartbeat(client, lease_ns, node)
+    create(client, namespace, vmi("refused"))
+    event = wait_until(lambda: next((e for e in events_of(client, namespace, "refused")
+                                     if e["reason"] == "FailedScheduling"), None), attempts=400)
+    assert event["type"] == "Warning"
+    assert event["message"].startswith(f"the API server rejected the binding to node {node}: ")
+    assert "metadata.labels" in event["message"]
+    assert not get(client, namespace, "refused")["status"].get("nodeName")
+
+
 def test_vmis_of_a_dead_node_are_marked_then_failed(client, kubevirt_api, namespace, lease_ns, controller):
     heartbeat(client, lease_ns, "flaky", duration=30)
     create(client, namespace, vmi("victim"))
@@ -123,8 +174,8 @@ def test_vmis_of_a_dead_node_are_marked_then_failed(client, kubevirt_api, namesp
 
 
 def test_only_one_replica_leads(client, lease_ns):
-    first = LeaderElector(client, "replica-a", namespace=lease_ns, name="ctl", duration=30)
-    second = LeaderElector(client, "replica-b", namespace=lease_ns, name="ctl", duration=30)
+    first = LeaderElector(client, "replica-a", namespace=lease_ns, name="ctl", lease_duration=30, renew_deadline=20)
+    second = LeaderElector(client, "replica-b", namespace=lease_ns, name="ctl", lease_duration=30, renew_deadline=20)
     assert first.try_acquire() is True
     assert second.try_acquire() is False
     assert first.try_acquire() is True  # renewal by the holder

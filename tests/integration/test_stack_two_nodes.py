@@ -223,9 +223,13 @@ def test_a_vmi_waits_for_its_missing_secret_and_bad_cloud_init_fails_naming_the_
 def test_a_killed_agent_marks_its_node_and_new_vmis_go_elsewhere(two_nodes):
     info, kubectl, nodes, ns = two_nodes
     create(kubectl, ns, vmi("victim", nodeSelector={"kubernetes.io/hostname": nodes[0]}))
-    wait_long(lambda: status(kubectl, ns, "victim").get("phase") == "Running")
+    doomed = "doomed"  # a namespace whose only VMI runs on the node that dies
+    kubectl("create", "namespace", doomed)
+    create(kubectl, doomed, vmi("inmate", nodeSelector={"kubernetes.io/hostname": nodes[0]}))
+    for space, name in ((ns, "victim"), (doomed, "inmate")):
+        wait_long(lambda s=space, n=name: status(kubectl, s, n).get("phase") == "Running")
 
-    os.kill(info.pids[f"agent-{nodes[0]}"]["pid"], signal.SIGKILL)
+    os.kill(info.pids[f"agent-{nodes[0]}"]["pid"], signal.SIGKILL)  # and it never comes back
 
     failed = wait_long(lambda: (s := status(kubectl, ns, "victim")).get("phase") == "Failed" and s)
     ready = next(c for c in failed["conditions"] if c["type"] == "Ready")
@@ -234,3 +238,10 @@ def test_a_killed_agent_marks_its_node_and_new_vmis_go_elsewhere(two_nodes):
     create(kubectl, ns, vmi("newcomer"))
     wait_long(lambda: status(kubectl, ns, "newcomer").get("phase") == "Running")
     assert status(kubectl, ns, "newcomer")["nodeName"] == nodes[1]
+
+    # Deleting a VMI of the dead node finishes: the controller releases it from the agent's finalizer ...
+    kubectl("-n", ns, "delete", "vmi", "victim", "--wait=false")
+    wait_long(lambda: get(kubectl, ns, "vmi", "victim") is None)
+    # ... and so does deleting a namespace that holds one.
+    kubectl("delete", "namespace", doomed, "--wait=false")
+    wait_long(lambda: kubectl.run("get", "namespace", doomed, check=False).returncode != 0)

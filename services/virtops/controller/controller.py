@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from virtops.controller.scheduling import Node, choose_node
 from virtops.controller.secrets import NodeSecretAccess
 from virtops.controller.vms import VmReconciler
-from virtops.kube import ConflictError, KubeClient, NotFoundError, path_for
+from virtops.kube import ConflictError, InvalidError, KubeClient, NotFoundError, path_for, unchanged_since
 from virtops.kube.informer import Informer
 from virtops.kube.workqueue import KeyQueue
 from virtops.quantity import parse_quantity
@@ -31,6 +32,8 @@ NODE_LABEL = "kubevirt.io/nodeName"
 # Written by the node agent on its heartbeat Lease (see virtops.agent).
 CAPACITY_ANNOTATION = "virtops.kubevirt.io/capacity"
 LABELS_ANNOTATION = "virtops.kubevirt.io/node-labels"
+# The node agent's finalizer on the VMIs it runs; released here only for a VMI of a dead node being deleted.
+AGENT_FINALIZER = "virtops.kubevirt.io/node-agent"
 
 
 def now_utc() -> datetime.datetime:
@@ -113,16 +116,22 @@ class Controller:
         self.vm_reconciler = VmReconciler(client)
         self.node_secrets = NodeSecretAccess(client)
         self.nodes: dict[str, Node] = {}
+        # kube-scheduler's "assume": a VMI counts on its node from the moment its bind is sent, not only once
+        # the watch brings the bound object back (else a burst of pending VMIs all see the same free room).
+        # Forgotten when the bind fails or the informer shows the VMI bound (or gone).
+        self.assumed: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
         # Keys are ("vmi" | "vm", namespace, name) or ("secrets", "", ""), each queued once however many events
-        # name it. One worker: placements are decided one after another.
-        self.queue = KeyQueue()
+        # name it. One worker: placements are decided one after another (see _assume). Retries (an API away,
+        # a rejected write) back off from 0.5 s up to a minute.
+        self.queue = KeyQueue(base_delay=0.5, max_delay=60.0)
         self.threads: list[threading.Thread] = []
 
     # --- event intake ---------------------------------------------------------
     def _on_vmi(self, kind: str, obj: dict) -> None:
         with self.lock:
             keys = apply_event(self.vmis, kind, obj)
+            self._forget_confirmed()
             # A VM follows its VMI of the same name.
             owners = list(self.vms) if kind == "SYNC" else [k for k in [key_of(obj)] if k in self.vms]
         for key in keys:
@@ -130,6 +139,20 @@ class Controller:
         for key in owners:
             self.queue.add(("vm", *key))
         self._queue_secrets_sync()  # a VMI came, was bound, ended or went: its node's Secrets follow
+
+    def _forget_confirmed(self) -> None:
+        """Drop the assumptions the cache now shows for itself: bound, or gone (caller holds the lock)."""
+        for key in [k for k in self.assumed
+                    if k not in self.vmis or (self.vmis[k].get("status") or {}).get("nodeName")]:
+            del self.assumed[key]
+
+    def _assume(self, key: tuple[str, str], vmi: dict, node: str) -> None:
+        with self.lock:
+            self.assumed[key] = dict(vmi, status=dict(vmi.get("status") or {}, nodeName=node, phase="Scheduled"))
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        with self.lock:
+            self.assumed.pop(key, None)
 
     def _on_vm(self, kind: str, obj: dict) -> None:
         with self.lock:
@@ -175,7 +198,11 @@ class Controller:
         with self.lock:
             vmi = self.vmis.get(key)
             nodes = list(self.nodes.values())
-            placed = [v for v in self.vmis.values() if (v.get("status") or {}).get("nodeName")]
+            placed = [v for k, v in self.vmis.items()
+                      if (v.get("status") or {}).get("nodeName") and k not in self.assumed]
+            placed += self.assumed.values()
+            if key in self.assumed:
+                return  # its bind was sent; the watch brings it back bound
         if vmi is None or not self._needs_scheduling(vmi):
             return
         ns, name = key
@@ -183,6 +210,10 @@ class Controller:
         node, why = choose_node(vmi, nodes, placed, now_utc())
         version = vmi["metadata"]["resourceVersion"]
         stamp = rfc3339(now_utc())
+        if node is not None:
+            self._assume(key, vmi, node)
+        bound = False
+        step = "the status update"
         try:
             if node is None:
                 cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": why,
@@ -213,21 +244,29 @@ class Controller:
             status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != "PodScheduled"]
             status["conditions"].append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                                          "lastTransitionTime": stamp})
+            step = f"the binding to node {node}"
             self.client.json_patch(path, [
-                {"op": "test", "path": "/metadata/resourceVersion", "value": fresh["metadata"]["resourceVersion"]},
+                unchanged_since(fresh["metadata"]["resourceVersion"]),
                 {"op": "replace" if fresh["metadata"].get("labels") else "add", "path": "/metadata/labels",
                  "value": labels},
                 {"op": "replace" if "status" in fresh else "add", "path": "/status", "value": status},
             ])
+            bound = True
+            self.queue.forget(("vmi", ns, name))
             self._event(vmi, "Normal", "Scheduled", f"VirtualMachineInstance scheduled to node {node}")
             log.info("scheduled %s/%s to %s", ns, name, node)
         except (ConflictError, NotFoundError):
             self.node_secrets.forget(vmi)  # changed or gone meanwhile: the watch brings the new version
-        except Exception as exc:  # noqa: BLE001
+        except InvalidError as exc:
             self.node_secrets.forget(vmi)
-            if "test operation" in str(exc) or getattr(exc, "status", 0) == 422:
-                return
+            self._rejected(vmi, "FailedScheduling", step, exc)
+        except Exception:  # noqa: BLE001 - the API may be away: try again later
+            self.node_secrets.forget(vmi)
             log.exception("scheduling %s/%s failed", ns, name)
+            self.queue.retry(("vmi", ns, name))
+        finally:
+            if node is not None and not bound:
+                self._forget(key)  # not bound after all: its room is free again
 
     def _vmi_list(self) -> list[dict]:
         with self.lock:
@@ -262,9 +301,17 @@ class Controller:
             status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != condition["type"]]
             status["conditions"].append(condition)
         self.client.json_patch(path, [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+            unchanged_since(version),
             {"op": "replace" if "status" in vmi else "add", "path": "/status", "value": status},
         ])
+
+    def _rejected(self, vmi: dict, reason: str, step: str, exc: InvalidError) -> None:
+        """The API server refused a write itself (not a race): say so where users look, and try again later
+        with a growing backoff (the cause may be fixed meanwhile)."""
+        ns, name = key_of(vmi)
+        log.error("%s/%s: the API server rejected %s: %s", ns, name, step, exc.message)
+        self._event(vmi, "Warning", reason, f"the API server rejected {step}: {exc.message}")
+        self.queue.retry(("vmi", ns, name))
 
     def _event(self, vmi: dict, etype: str, reason: str, message: str) -> None:
         meta = vmi["metadata"]
@@ -283,29 +330,46 @@ class Controller:
             log.debug("event %s for %s not written", reason, meta["name"], exc_info=True)
 
     def check_node_health(self) -> None:
-        """Mark VMIs of nodes whose lease expired; fail them after node_grace_seconds."""
+        """Mark VMIs of nodes whose lease expired; after node_grace_seconds fail them, and release the deleted
+        ones from the node agent's finalizer (the agent that would remove it is gone)."""
         now = now_utc()
         with self.lock:
             dead = {n.name: n for n in self.nodes.values() if not n.alive(now)}
-            victims = [v for v in self.vmis.values()
-                       if (v.get("status") or {}).get("nodeName") in dead
-                       and (v.get("status") or {}).get("phase") not in ("Succeeded", "Failed")]
+            victims = [v for v in self.vmis.values() if (v.get("status") or {}).get("nodeName") in dead]
         for vmi in victims:
             node = dead[vmi["status"]["nodeName"]]
             path = path_for(VMI_API, "virtualmachineinstances", *key_of(vmi))
             since = rfc3339(node.renewed) if node.renewed else "it started"
             message = f"node {node.name} has not renewed its lease since {since}"
+            final = (vmi.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            finalizers = (vmi.get("metadata") or {}).get("finalizers") or []
             try:
-                if node.expired_since(now) >= self.node_grace_seconds:
+                if node.expired_since(now) < self.node_grace_seconds:
+                    if not final and self._condition(vmi, "Ready").get("reason") != "NodeUnresponsive":
+                        cond = {"type": "Ready", "status": "False", "reason": "NodeUnresponsive", "message": message,
+                                "lastProbeTime": None, "lastTransitionTime": rfc3339(now)}
+                        self._patch_status(path, vmi["metadata"]["resourceVersion"], vmi, {}, cond)
+                elif not final:
                     cond = {"type": "Ready", "status": "False", "reason": "NodeUnresponsive", "message": message,
                             "lastProbeTime": None, "lastTransitionTime": rfc3339(now)}
                     self._patch_status(path, vmi["metadata"]["resourceVersion"], vmi,
                                        {"phase": "Failed", "reason": "NodeUnresponsive"}, cond)
                     self._event(vmi, "Warning", "NodeUnresponsive", message + "; the VMI failed")
-                elif self._condition(vmi, "Ready").get("reason") != "NodeUnresponsive":
-                    cond = {"type": "Ready", "status": "False", "reason": "NodeUnresponsive", "message": message,
-                            "lastProbeTime": None, "lastTransitionTime": rfc3339(now)}
-                    self._patch_status(path, vmi["metadata"]["resourceVersion"], vmi, {}, cond)
+                elif vmi["metadata"].get("deletionTimestamp") and AGENT_FINALIZER in finalizers:
+                    # KubeVirt lets a VMI go once its launcher pod is gone; here the node's lease says so.
+                    self.client.json_patch(path, [
+                        unchanged_since(vmi["metadata"]["resourceVersion"]),
+                        {"op": "replace", "path": "/metadata/finalizers",
+                         "value": [f for f in finalizers if f != AGENT_FINALIZER]},
+                    ])
+                    self._event(vmi, "Warning", "NodeUnresponsive",
+                                message + "; released from the node agent's finalizer, so its deletion finishes")
+                    log.info("%s/%s: released from %s (node %s is gone)", *key_of(vmi), AGENT_FINALIZER, node.name)
+            except (ConflictError, NotFoundError):
+                pass  # changed or gone meanwhile: judged again on the next tick
+            except InvalidError as exc:
+                log.error("%s/%s: the API server rejected the update for its dead node %s: %s", *key_of(vmi),
+                          node.name, exc.message)
             except Exception:  # noqa: BLE001 - retried on the next tick
                 log.debug("marking %s failed", key_of(vmi), exc_info=True)
 
@@ -368,81 +432,128 @@ class Controller:
 
 
 class LeaderElector:
-    """Leader election on a coordination.k8s.io Lease: only one controller replica acts."""
+    """Leader election on a coordination.k8s.io Lease, the way client-go's tools/leaderelection does it.
+
+    ``lease_duration`` > ``renew_deadline`` > ``retry_period``. Every ``retry_period`` the leader renews and a
+    candidate looks. A candidate takes the Lease over only when its record (holder, renewTime, ...) has not
+    changed for ``lease_duration`` by the candidate's *own monotonic clock*, counted from when it saw the
+    record change: the holder's renewTime is never compared with the local wall clock (two hosts' clocks
+    differ, and wall clocks jump). A leader that has not renewed for ``renew_deadline`` since the start of
+    its last successful renewal stops acting, even while a request to a frozen API server still hangs: it
+    steps down before any candidate can count the lease as expired. An API server that is away for less
+    than that is not a lost lease.
+    """
+
+    LEASES = "coordination.k8s.io/v1"
 
     def __init__(self, client: KubeClient, identity: str, namespace: str = "kubevirt",
-                 name: str = "virtops-controller", duration: int = 15, retry_period: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.client, self.identity, self.namespace, self.name, self.duration = (
-            client, identity, namespace, name, duration)
-        self.retry_period, self.clock = retry_period, clock
-        self.path = path_for("coordination.k8s.io/v1", "leases", namespace, name)
+                 name: str = "virtops-controller", lease_duration: float = 15.0, renew_deadline: float = 10.0,
+                 retry_period: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
+        if not lease_duration > renew_deadline:
+            raise ValueError(f"lease_duration ({lease_duration}) must be greater than renew_deadline "
+                             f"({renew_deadline})")
+        if not renew_deadline > retry_period * 1.2:  # client-go's JitterFactor
+            raise ValueError(f"renew_deadline ({renew_deadline}) must be greater than 1.2 x retry_period "
+                             f"({retry_period})")
+        self.client, self.identity, self.namespace, self.name = client, identity, namespace, name
+        self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
+        self.clock = clock
+        self.path = path_for(self.LEASES, "leases", namespace, name)
+        self._observed: dict | None = None  # the Lease's spec as last seen, and when (by self.clock) it changed
+        self._observed_at = 0.0
+        self._renewed_at = 0.0  # start of the last successful acquire or renewal, by self.clock
 
-    def try_acquire(self) -> bool:
-        now = now_utc()
-        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration,
-                "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+    def try_acquire(self, timeout: float | None = None) -> bool:
+        """Take or renew the Lease; False when another replica holds it (or won a race for it)."""
+        timeout = timeout if timeout is not None else self.renew_deadline
+        stamp = now_utc().strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # for people reading the Lease; never compared
+        ours = {"holderIdentity": self.identity, "leaseDurationSeconds": math.ceil(self.lease_duration),
+                "renewTime": stamp}
         try:
-            lease = self.client.get(self.path)
+            lease = self.client.request("GET", self.path, timeout=timeout)
         except NotFoundError:
+            spec = dict(ours, acquireTime=stamp, leaseTransitions=0)
             try:
-                self.client.create(path_for("coordination.k8s.io/v1", "leases", self.namespace), {
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": dict(spec, acquireTime=spec["renewTime"])})
-                return True
+                self.client.request("POST", path_for(self.LEASES, "leases", self.namespace), None, {
+                    "apiVersion": self.LEASES, "kind": "Lease",
+                    "metadata": {"name": self.name, "namespace": self.namespace}, "spec": spec}, timeout=timeout)
             except ConflictError:
                 return False
-        held = lease.get("spec") or {}
-        renewed = parse_time(held.get("renewTime"))
-        expired = renewed is None or now > renewed + datetime.timedelta(seconds=held.get("leaseDurationSeconds", 15))
-        if held.get("holderIdentity") != self.identity and not expired:
-            return False
-        lease["spec"] = dict(held, **spec)
-        try:
-            self.client.update(self.path, lease)  # resourceVersion in the body: optimistic
+            self._observe(spec)
             return True
+        held = lease.get("spec") or {}
+        if held != self._observed:
+            self._observe(held)
+        holder = held.get("holderIdentity")
+        if holder and holder != self.identity:
+            duration = held.get("leaseDurationSeconds") or self.lease_duration
+            if self.clock() < self._observed_at + duration:
+                return False
+        spec = dict(held, **ours)
+        if holder != self.identity:
+            spec.update(acquireTime=stamp, leaseTransitions=int(held.get("leaseTransitions") or 0) + 1)
+        lease["spec"] = spec
+        try:
+            self.client.request("PUT", self.path, None, lease, timeout=timeout)  # resourceVersion in the body
         except ConflictError:
             return False
+        self._observe(spec)
+        return True
+
+    def _observe(self, spec: dict) -> None:
+        self._observed, self._observed_at = spec, self.clock()
 
     def run(self, on_started: Callable[[], None], stop: threading.Event) -> None:
-        """Block until leader, call on_started, keep renewing; stop everything if leadership is lost.
+        """Campaign until leader, call on_started, and keep the lease; set ``stop`` once it is lost.
 
-        Renews every ``retry_period`` seconds, as client-go does. An API server that does not answer (a
-        restart) is not a lost lease: the leader keeps trying until its lease would have run out since the
-        start of its last successful renewal; only then, or when another replica holds the lease, it stops.
+        Returns when ``stop`` is set (by the caller, or here when leadership is lost or not renewed in time).
         """
         while not stop.is_set():
-            renewed = self.clock()
-            if self._attempt():
+            started = self.clock()
+            if self._attempt(self.retry_period):
                 break
             stop.wait(self.retry_period)
         if stop.is_set():
             return
+        self._renewed_at = started
         log.info("%s is the leader", self.identity)
+        for target, name in ((self._renew_loop, "leader-renew"), (self._deadline_watch, "leader-deadline")):
+            threading.Thread(target=target, args=(stop,), name=name, daemon=True).start()
         on_started()
+        stop.wait()
+
+    def _renew_loop(self, stop: threading.Event) -> None:
         while not stop.wait(self.retry_period):
             started = self.clock()
+            remaining = self.renew_deadline - (started - self._renewed_at)
             try:
-                held = self.try_acquire()
-            except Exception as exc:  # noqa: BLE001 - unreachable or failing API server: try again
-                if self.clock() - renewed < self.duration:
-                    log.warning("renewing the leader lease failed (%s); trying again", exc)
-                    continue
-                log.error("could not renew the leader lease for %ss; stopping", self.duration)
+                held = self.try_acquire(timeout=max(remaining, 0.1))
+            except Exception as exc:  # noqa: BLE001 - unreachable or failing API server: the deadline decides
+                log.warning("renewing the leader lease failed (%s); trying again", str(exc).strip() or type(exc))
+                continue
+            if stop.is_set():
+                return
+            if not held:
+                log.error("another replica holds the leader lease; stopping")
                 stop.set()
                 return
-            if held:
-                renewed = started
-            else:
-                log.error("lost leadership; stopping")
-                stop.set()
+            self._renewed_at = started
 
-    def _attempt(self) -> bool:
+    def _deadline_watch(self, stop: threading.Event) -> None:
+        """Stop acting once renew_deadline passed without a renewal, whatever the renewer is blocked in."""
+        while not stop.is_set():
+            late = self.clock() - self._renewed_at - self.renew_deadline
+            if late >= 0:
+                log.error("could not renew the leader lease within %ss; stopping", self.renew_deadline)
+                stop.set()
+                return
+            stop.wait(min(-late, self.retry_period) + 0.01)
+
+    def _attempt(self, timeout: float) -> bool:
         try:
-            return self.try_acquire()
+            return self.try_acquire(timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - the API server may not answer yet: campaign again
-            log.warning("acquiring the leader lease failed (%s); trying again", exc)
+            log.warning("acquiring the leader lease failed (%s); trying again", str(exc).strip() or type(exc))
             return False
 
 

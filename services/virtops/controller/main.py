@@ -26,6 +26,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--lease-namespace", default="kube-node-lease", help="where node agents keep heartbeat Leases")
     p.add_argument("--node-grace-seconds", type=float, default=60.0,
                    help="seconds after a node's lease expired before its VMIs are Failed")
+    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS",
+                   help="how long a candidate waits, from the last change it saw of the leader Lease, before it "
+                        "takes the Lease over (as kube-controller-manager's flag)")
+    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS",
+                   help="a leader that could not renew for this long stops; less than the lease duration")
+    p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS",
+                   help="how often the leader renews and candidates try")
     p.add_argument("--api-port", type=int, default=0, help="loopback port of the subresource API (0: any free port)")
     p.add_argument("--no-api", action="store_true", help="do not serve subresources.kubevirt.io")
     p.add_argument("--state-dir", default=None, help="where the API's serving certificate is written")
@@ -48,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     node_api = [args.node_api_client_cert_file, args.node_api_client_key_file, args.node_api_ca_file]
     if any(node_api) and not all(node_api):
         p.error("--node-api-client-cert-file, --node-api-client-key-file and --node-api-ca-file go together")
+    if not args.leader_elect_lease_duration > args.leader_elect_renew_deadline > 1.2 * args.leader_elect_retry_period:
+        p.error("--leader-elect-lease-duration must be greater than --leader-elect-renew-deadline, and that "
+                "greater than 1.2 x --leader-elect-retry-period")
     return args
 
 
@@ -101,7 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_api:
             servers.append(start_api(client, args, state_dir))
 
-    elector = LeaderElector(client, args.identity, namespace=args.namespace)
+    elector = LeaderElector(client, args.identity, namespace=args.namespace,
+                            lease_duration=args.leader_elect_lease_duration,
+                            renew_deadline=args.leader_elect_renew_deadline,
+                            retry_period=args.leader_elect_retry_period)
     elector.run(on_leader, stop)
     stop.wait()
     controller.stop()
