@@ -146,10 +146,11 @@ def test_a_rejected_bind_is_told_in_an_event_not_swallowed(client, kubevirt_api,
     # bind's kubevirt.io/nodeName label with 422. Nothing else is wrong, so only the controller can say why.
     node = "node-" + "x" * 70
     heartbeat(client, lease_ns, node)
+    wait_until(lambda: node in controller.nodes)
     create(client, namespace, vmi("refused"))
     event = wait_until(lambda: next((e for e in events_of(client, namespace, "refused")
-                                     if e["reason"] == "FailedScheduling"), None), attempts=400)
-    assert event["type"] == "Warning"
+                                     if e["message"].startswith("the API server rejected")), None), attempts=400)
+    assert (event["type"], event["reason"]) == ("Warning", "FailedScheduling")
     assert event["message"].startswith(f"the API server rejected the binding to node {node}: ")
     assert "metadata.labels" in event["message"]
     assert not get(client, namespace, "refused")["status"].get("nodeName")
