@@ -106,8 +106,8 @@ def test_unschedulable_stays_pending_with_the_reason(client, kubevirt_api, names
     assert wait_until(lambda: get(client, namespace, "huge")["status"].get("nodeName")) == "roomy"
 
 
-def test_a_burst_of_vmis_fills_two_nodes_without_overcommitting_either(client, kubevirt_api, namespace, lease_ns,
-                                                                        controller):
+def test_a_burst_of_vmis_fills_two_nodes_without_overcommitting_either(
+        client, kubevirt_api, namespace, lease_ns, controller):
     heartbeat(client, lease_ns, "left", memory="10Gi", cpu="100")
     heartbeat(client, lease_ns, "right", memory="10Gi", cpu="100")
     wait_until(lambda: {"left", "right"} <= set(controller.nodes))
@@ -127,8 +127,7 @@ def test_a_burst_of_vmis_fills_two_nodes_without_overcommitting_either(client, k
 
 
 def events_of(client, ns, name):
-    items, _ = client.list(path_for("v1", "events", ns), {"fieldSelector": f"involvedObject.name={name}"})
-    return items
+    return client.list(path_for("v1", "events", ns), {"fieldSelector": f"involvedObject.name={name}"})[0]
 
 
 def test_a_stale_write_is_a_conflict_to_retry_not_a_rejection(client, kubevirt_api, namespace):

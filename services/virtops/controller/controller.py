@@ -449,10 +449,10 @@ class LeaderElector:
     def __init__(self, client: KubeClient, identity: str, namespace: str = "kubevirt",
                  name: str = "virtops-controller", lease_duration: float = 15.0, renew_deadline: float = 10.0,
                  retry_period: float = 2.0, clock: Callable[[], float] = time.monotonic) -> None:
-        if not lease_duration > renew_deadline:
+        if lease_duration <= renew_deadline:
             raise ValueError(f"lease_duration ({lease_duration}) must be greater than renew_deadline "
                              f"({renew_deadline})")
-        if not renew_deadline > retry_period * 1.2:  # client-go's JitterFactor
+        if renew_deadline <= retry_period * 1.2:  # client-go's JitterFactor
             raise ValueError(f"renew_deadline ({renew_deadline}) must be greater than 1.2 x retry_period "
                              f"({retry_period})")
         self.client, self.identity, self.namespace, self.name = client, identity, namespace, name

@@ -59,7 +59,7 @@ def test_add_after_queues_the_key_later_and_once():
 
 def test_retry_backs_off_per_key_and_forget_starts_again():
     queue = KeyQueue(base_delay=0.01, max_delay=0.04)
-    assert [queue.retry("a") for _ in range(4)] == [0.01, 0.02, 0.04, 0.04]
+    assert [queue.retry("a") for _failure in range(4)] == [0.01, 0.02, 0.04, 0.04]
     assert queue.retry("b") == 0.01  # another key has its own count
     queue.forget("a")
     assert queue.retry("a") == 0.01
