@@ -26,7 +26,7 @@ class RejectingApi:
 
 def test_a_rejected_status_write_is_told_once_and_raised(tmp_path):
     api = RejectingApi()
-    node = NodeAgent(api, "node-a", object(), state_dir=tmp_path, image_store=tmp_path,  # type: ignore[arg-type]
+    node = NodeAgent(api, "node-a", object(), state_dir=tmp_path, image_cache=tmp_path,  # type: ignore[arg-type]
                      domain_type="qemu")
     vmi = {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": "7", "labels": {NODE_LABEL: "node-a"}},
            "status": {"phase": "Running"}}
