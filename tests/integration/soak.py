@@ -564,4 +564,3 @@ def components_log_tracebacks(state_dir: str) -> dict[str, int]:
 
 def default_seed() -> int:
     return int(os.environ.get("VIRTOPS_SOAK_SEED") or random.SystemRandom().randrange(1, 10**6))
-

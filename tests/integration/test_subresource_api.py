@@ -466,7 +466,7 @@ def make_guest(api: Api, kubectl, namespace: str, name: str) -> None:
            "spec": {"terminationGracePeriodSeconds": 1,
                     "domain": {"resources": {"requests": {"memory": "128Mi"}}, "devices": {},
                                "firmware": kernel_boot(api.node.registry.address,
-                                                      "virtops.no_agent=1 virtops.shell=1")}},
+                                                       "virtops.no_agent=1 virtops.shell=1")}},
            "status": {"phase": "Scheduled", "nodeName": api.node.node}}
     kubectl("create", "-f", "-", stdin=json.dumps(vmi))
     wait_until(lambda: (get_vmi(api, namespace, name).get("status") or {}).get("phase") == "Running", 2400, 0.1)
