@@ -925,9 +925,11 @@ class NodeAgent:
         self._rejections.pop(key, None)
         meta = updated.get("metadata") or {}
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
-            # The last finalizer went: the object is gone, and its DELETED event may have come already.
+            # The last finalizer went: the object is gone, and its DELETED event may have come already, and even
+            # the ADDED event of a new VMI with the same name (recreate): that one stays.
             with self._cache_lock:
-                self._cache.pop(key, None)
+                if ((self._cache.get(key) or {}).get("metadata") or {}).get("uid") == meta.get("uid"):
+                    self._cache.pop(key, None)
         elif (meta.get("labels") or {}).get(NODE_LABEL) == self.node_name:
             self._store(updated)
         return updated

@@ -98,3 +98,15 @@ def test_a_write_answer_the_watch_has_not_delivered_yet_is_cached(tmp_path):
     node = informed(tmp_path, answer=watched("rv-b", "Running"), events=[],
                     late=lambda node: node._patch(watched("rv-a", "Scheduled"), {"status": {"phase": "Running"}}))
     assert node.cached(("ns", "a"))["metadata"]["resourceVersion"] == "rv-b"
+
+
+def test_releasing_a_deleted_vmi_keeps_a_new_vmi_of_the_same_name_in_the_cache(tmp_path):
+    # recreate: the watch delivered the old VMI's DELETED and the new one's ADDED before the answer to the write
+    # that released the old one arrived; dropping the key by name lost the new VMI until its next change.
+    old = dict(vmi([], deleted=True), metadata=dict(vmi([], deleted=True)["metadata"], uid="old"))
+    node = agent(tmp_path, answer=old)
+    new = watched("rv-n", "Scheduled")
+    new["metadata"]["uid"] = "new"
+    node._cache[("ns", "a")] = new
+    node._patch(dict(old, metadata=dict(old["metadata"], finalizers=[FINALIZER])), {"metadata": {"finalizers": []}})
+    assert node.cached(("ns", "a"))["metadata"]["uid"] == "new"
