@@ -369,7 +369,7 @@ class ChaosSoak:
     # --- settling and the final checks ------------------------------------------------------------
     def settle(self, attempts: int = 1200, delay: float = 0.25) -> None:
         self.check_components()
-        self.wait(lambda: self.lease_renewed(), attempts, delay, "node leases renewed after settling",
+        self.wait(self.lease_renewed, attempts, delay, "node leases renewed after settling",
                   NO_CRASH)
         self.resolve()
         self.report.checks[DESIRED] += 1

@@ -119,7 +119,8 @@ def disk_format(disk: Path) -> str:
     if info.get("backing-filename"):
         raise BadImageError(f"the disk {disk.name} is a qcow2 with a backing file, which a containerDisk cannot have")
     if fmt == "qcow2":  # metadata only: quick even for a large disk
-        check = subprocess.run(["qemu-img", "check", "-U", "--output=json", str(disk)], capture_output=True, text=True)
+        check = subprocess.run(["qemu-img", "check", "-U", "--output=json", str(disk)], capture_output=True, text=True,
+                               check=False)  # qemu-img check exits 2/3 for corruption: read its JSON
         if check.returncode != 0:
             try:
                 found = json.loads(check.stdout).get("corruptions", "some")

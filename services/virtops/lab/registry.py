@@ -104,7 +104,7 @@ def prepare(state_dir: Path, port: int, *, name: str = "registry", htpasswd: Pat
 
 def wait_ready(address: str, ca_file: Path, alive: object = None, timeout: float = READY_TIMEOUT) -> None:
     """Until a TLS handshake with the lab CA succeeds (the registry is listening with its certificate)."""
-    host, _, port = address.rpartition(":")
+    host, _sep, port = address.rpartition(":")
     context = ssl.create_default_context(cafile=str(ca_file))
     deadline = time.monotonic() + timeout
     while True:
