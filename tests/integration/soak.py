@@ -28,7 +28,7 @@ import libvirt
 import urllib3
 from agent_process import restart_libvirtd
 from virtops.agent.hypervisor import LibvirtHypervisor
-from virtops.api.subresources import POWER_STATE, is_paused  # for picking targets; the checks read the API
+from virtops.api.subresources import is_paused  # for picking targets; the checks read the API
 from virtops.kube import ApiError, ConflictError, KubeClient, NotFoundError, path_for
 from virtops.lab import ControlPlane
 from virtops.lab.control_plane import LabInfo, _start_ticks
@@ -466,9 +466,9 @@ class ChaosSoak:
             return [] if gone else [f"vm {t.name} halted but its VMI or domain remain"]
         if vmi is None:
             return [f"vm {t.name} has no VMI"]
-        # A VM's VMI may be a new incarnation (its last one failed): its own intent annotation says paused or not.
-        intent = (vmi["metadata"].get("annotations") or {}).get(POWER_STATE) == "paused"
-        return self.running_problems(f"vm {t.name}'s vmi", vmi, intent, domains)
+        # A VM's VMI may be a new incarnation (its last one failed), which starts unpaused whatever the soak last
+        # asked of the VM: its Paused condition and its domain must agree.
+        return self.running_problems(f"vm {t.name}'s vmi", vmi, is_paused(vmi), domains)
 
     def vmi_problems(self, t: Tracked, vmi: dict | None, domains: dict) -> list[str]:
         if t.want == "absent":
@@ -480,11 +480,10 @@ class ChaosSoak:
             return [f"vmi {t.name} deleted but its {' and '.join(still)} remain"] if still else []
         if vmi is None:
             return [f"vmi {t.name} missing"]
-        intent = (vmi["metadata"].get("annotations") or {}).get(POWER_STATE) == "paused"
-        if t.paused is not None and t.paused != intent:
-            return [f"vmi {t.name}: the API answered {'pause' if t.paused else 'unpause'} last, "
-                    f"its recorded intent is {'paused' if intent else 'running'}"]
-        return self.running_problems(f"vmi {t.name}", vmi, intent, domains)
+        # Pause acts on the domain through the node API: the API's last answer is what must hold (its Paused
+        # condition and its domain); when that answer was lost, condition and domain must still agree.
+        paused = is_paused(vmi) if t.paused is None else t.paused
+        return self.running_problems(f"vmi {t.name}", vmi, paused, domains)
 
     def running_problems(self, label: str, vmi: dict, paused: bool, domains: dict) -> list[str]:
         status = vmi.get("status") or {}
