@@ -133,7 +133,8 @@ def test_a_user_without_the_pause_verb_gets_a_clear_403(stack, ns):
     assert domain_state(ns, "testvmi") == libvirt.VIR_DOMAIN_RUNNING
 
 
-def test_wait_times_out_with_the_last_state_when_no_agent_acts(stack, ns):
+def test_pausing_a_vmi_whose_node_has_no_agent_fails_clearly_and_records_nothing(stack, ns):
+    """Pause goes through the node's agent (issue #15): with no agent for the node, KubeVirt's error, no silent 200."""
     _info, kubectl = stack
     body = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
             "metadata": {"name": "orphan", "labels": {"kubevirt.io/nodeName": "ghost"}},
@@ -142,8 +143,11 @@ def test_wait_times_out_with_the_last_state_when_no_agent_acts(stack, ns):
     kubectl("-n", ns, "create", "-f", "-", stdin=json.dumps(body))
     result = power(stack, name="orphan", namespace=ns, state="paused", wait_timeout=2)
     assert result["failed"] is True
-    assert "timed out after 2s waiting for condition Paused=True" in result["msg"]
-    assert "last seen: phase 'Running', node 'ghost'" in result["msg"]
+    assert result.get("changed") is not True
+    assert "Failed to pause VirtualMachineInstance" in result["msg"]
+    assert "No virt-handler on node ghost found" in result["msg"]
+    vmi = json.loads(kubectl("-n", ns, "get", "vmi", "orphan", "-o", "json"))
+    assert not [c for c in (vmi.get("status") or {}).get("conditions") or [] if c.get("type") == "Paused"]
 
 
 def test_lifecycle_playbook_runs_twice_with_the_same_result(stack):
