@@ -98,8 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="virtops-controller-"))
     state_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signalled = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        signalled.set()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     ensure_namespace(client, args.namespace)
     ensure_namespace(client, args.lease_namespace)
     controller = Controller(client, lease_namespace=args.lease_namespace,
@@ -120,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     controller.stop()
     for server in servers:
         server.stop()  # type: ignore[attr-defined]
+    if not signalled.is_set():
+        # Leadership lost or not renewed in time: it has stopped acting; campaign again from a clean process
+        # (client-go's binaries exit and wait for their service manager; the lab and the role's supervisor
+        # fallback have none, and a restart of the one kube-apiserver must not end the only replica).
+        log.warning("no longer the leader; starting again as a candidate")
+        os.execv(sys.executable, [sys.executable, "-m", "virtops.controller.main", *sys.argv[1:]])
     return 0
 
 
