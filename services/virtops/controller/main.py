@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signalled = threading.Event()
 
-    def on_signal(*_: object) -> None:
+    def on_signal(*_args: object) -> None:
         signalled.set()
         stop.set()
 
