@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from virtops.lab.build import cache_root
+from virtops.lab.guest import _sources, lab_source_dir
 
 DEBIAN_IMAGE = "virtops/debian:12"
 SUITE = "bookworm"
@@ -84,11 +85,7 @@ class DebianImage:
 
 
 def debian_source_dir() -> Path:
-    override = os.environ.get("VIRTOPS_DEBIAN_SRC")
-    if override:
-        return Path(override)
-    # services/virtops/lab/debian_image.py -> <collection root>/lab/debian
-    return Path(__file__).resolve().parents[3] / "lab" / "debian"
+    return lab_source_dir("debian", "VIRTOPS_DEBIAN_SRC")
 
 
 def _say(msg: str) -> None:
@@ -109,10 +106,6 @@ def _run(cmd: list[str], env: dict[str, str] | None = None, stream: bool = False
     except subprocess.CalledProcessError as exc:
         detail = ((exc.stderr or "") + (exc.stdout or "")).strip()[-2000:] if not stream else "see above"
         raise DebianImageError(f"{' '.join(cmd[:3])} ... failed (exit {exc.returncode}): {detail}") from exc
-
-
-def _sources(src: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(src.iterdir()) if p.is_file()}
 
 
 def packages(sources: dict[str, bytes]) -> list[str]:

@@ -86,12 +86,17 @@ def kernel_boot(registry: str, extra_args: str = "") -> dict[str, Any]:
                                          "initrdPath": INITRD_PATH}}}
 
 
-def guest_source_dir() -> Path:
-    override = os.environ.get("VIRTOPS_GUEST_SRC")
+def lab_source_dir(name: str, override_env: str) -> Path:
+    """The inputs of a lab image: <collection root>/lab/<name>, or the directory named by ``override_env``."""
+    override = os.environ.get(override_env)
     if override:
         return Path(override)
-    # services/virtops/lab/guest.py -> <collection root>/lab/guest
-    return Path(__file__).resolve().parents[3] / "lab" / "guest"
+    # services/virtops/lab/guest.py -> <collection root>/lab/<name>
+    return Path(__file__).resolve().parents[3] / "lab" / name
+
+
+def guest_source_dir() -> Path:
+    return lab_source_dir("guest", "VIRTOPS_GUEST_SRC")
 
 
 def _say(msg: str) -> None:
