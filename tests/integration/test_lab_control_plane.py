@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from virtops.lab import ControlPlane
+from virtops.lab.debian_image import DEBIAN_REPOSITORY, DEBIAN_TAG
 from virtops.lab.versions import KUBERNETES_VERSION
 
 
@@ -45,6 +46,19 @@ def test_second_up_is_unchanged(lab):
     again = ControlPlane(lab.name).up()
     assert before.changed is again.changed is False
     assert again.pids == before.pids
+
+
+def test_up_pushes_the_debian_image_when_asked_and_only_once(lab, capsys):
+    # The session's lab started without it (tests push it where they boot it); `up` on the healthy lab adds it.
+    plane = ControlPlane(lab.name, debian_image=True)
+    reference = plane.registry().reference(DEBIAN_REPOSITORY, DEBIAN_TAG)
+    assert not plane.registry().has(reference)
+    assert plane.up().changed is False
+    assert plane.registry().has(reference)
+    assert f"pushed {reference}" in capsys.readouterr().err
+    plane.up()
+    assert "pushed" not in capsys.readouterr().err  # present: a second up pushes nothing
+    assert plane.push_debian() == reference
 
 
 def test_restart_brings_the_component_back_when_the_fault_step_fails(lab, kubectl):

@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stack", action="store_true",
                         help="also run the virtops controller and node agent(s) against the lab")
     parser.add_argument("--nodes", type=int, default=1, help="node agents to run with --stack (default 1)")
+    parser.add_argument("--no-debian-image", dest="debian_image", action="store_false",
+                        help="up: do not push the Debian 12 cloud image virtops/debian:12 into the lab's registry")
     args = parser.parse_args(argv)
-    lab = ControlPlane(args.name, args.state_dir, stack=args.stack, nodes=args.nodes)
+    lab = ControlPlane(args.name, args.state_dir, stack=args.stack, nodes=args.nodes, debian_image=args.debian_image)
     try:
         if args.command == "build":
             from virtops.lab.build import ensure_binaries

@@ -33,8 +33,11 @@ from typing import Any
 
 from virtops.lab.build import cache_root
 from virtops.lab.guest import _sources, lab_source_dir
+from virtops.lab.registry import Registry
 
-DEBIAN_IMAGE = "virtops/debian:12"
+DEBIAN_REPOSITORY = "virtops/debian"
+DEBIAN_TAG = "12"
+DEBIAN_IMAGE = f"{DEBIAN_REPOSITORY}:{DEBIAN_TAG}"
 SUITE = "bookworm"
 SOURCES = (
     "deb http://deb.debian.org/debian bookworm main",
@@ -272,3 +275,13 @@ def ensure_debian_image() -> DebianImage:
             _say(f"building {DEBIAN_IMAGE} (key {key}); a few minutes, once")
             _build(out, sources, key)
     return _load(out)
+
+
+def push_debian(registry: Registry, image: DebianImage | None = None) -> str:
+    """Push the image as the containerDisk ``<registry>/virtops/debian:12`` when the registry lacks it.
+
+    The disk is ``/disk/disk.qcow2``; packaging is cached by the image's key, so a new lab only pushes
+    (about 2 s for its 191 MiB). Returns the reference a VMI's ``containerDisk.image`` uses.
+    """
+    image = image or ensure_debian_image()
+    return registry.ensure_container_disk(DEBIAN_REPOSITORY, DEBIAN_TAG, image.disk, key=image.key)

@@ -35,7 +35,7 @@ def test_kube_controller_manager_starts_after_the_api_server_answers_ready(tmp_p
     monkeypatch.setattr(plane, "_spawn", spawn)
     monkeypatch.setattr(plane, "_ready", ready)
     monkeypatch.setattr(plane, "_wait_registry", lambda info: None)  # the registry is faked too
-    monkeypatch.setattr(plane, "_push_guest", lambda: None)
+    monkeypatch.setattr(plane, "_push_images", lambda: None)
     monkeypatch.setattr(control_plane.time, "sleep", lambda _s: None)
     plane._start({tool: tmp_path / tool for tool in TOOLS})
 
