@@ -166,8 +166,9 @@ def test_discovery_lists_the_subresources(api, kubectl) -> None:
     by_name = {r["name"]: r for r in resources["resources"]}
     assert set(by_name) == {"virtualmachineinstances/pause", "virtualmachineinstances/unpause",
                             "virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart",
-                            "virtualmachineinstances/console", "virtualmachineinstances/vnc"}
-    assert all(r["verbs"] == (["get"] if r["name"].endswith(("/console", "/vnc")) else ["update"])
+                            "virtualmachineinstances/console", "virtualmachineinstances/vnc",
+                            "virtualmachineinstances/portforward", "virtualmachines/portforward"}
+    assert all(r["verbs"] == (["get"] if r["name"].endswith(("/console", "/vnc", "/portforward")) else ["update"])
                and r["namespaced"] for r in by_name.values())
     group = json.loads(kubectl("get", "--raw", "/apis/subresources.kubevirt.io"))
     assert group["preferredVersion"]["groupVersion"] == "subresources.kubevirt.io/v1"
@@ -459,17 +460,37 @@ def test_a_user_with_only_patch_on_vmis_cannot_pause(api, kubectl, namespace) ->
     assert not paused_condition(api, namespace, "target")
 
 
+ECHO_PORT = 7  # the busybox guest's echo service (virtops.echo_port), reached through port-forward
+
+
 def make_guest(api: Api, kubectl, namespace: str, name: str) -> None:
-    """The project's busybox guest with a shell on its serial console, scheduled to the module's agent."""
+    """The project's busybox guest with a shell on its serial console and a TCP echo service, scheduled to the
+    module's agent."""
     vmi = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
            "metadata": {"name": name, "namespace": namespace, "labels": {"kubevirt.io/nodeName": api.node.node}},
            "spec": {"terminationGracePeriodSeconds": 1,
                     "domain": {"resources": {"requests": {"memory": "128Mi"}}, "devices": {},
                                "firmware": kernel_boot(api.node.registry.address,
-                                                       "virtops.no_agent=1 virtops.shell=1")}},
+                                                       f"virtops.no_agent=1 virtops.shell=1 "
+                                                       f"virtops.echo_port={ECHO_PORT}")}},
            "status": {"phase": "Scheduled", "nodeName": api.node.node}}
     kubectl("create", "-f", "-", stdin=json.dumps(vmi))
     wait_until(lambda: (get_vmi(api, namespace, name).get("status") or {}).get("phase") == "Running", 2400, 0.1)
+
+
+@pytest.fixture(scope="module")
+def guest(api, kubectl) -> Iterator[tuple[str, str]]:
+    """One booted-or-booting busybox guest for the module's console and port-forward tests: (namespace, name)."""
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", namespace)
+    make_guest(api, kubectl, namespace, "talker")
+    yield namespace, "talker"
+    kubectl("delete", "namespace", namespace, "--wait=false")
+
+
+def serial_log(api: Api, namespace: str, name: str) -> str:
+    path = api.node.state_dir / f"{namespace}_{name}" / "serial.log"
+    return path.read_text(errors="replace") if path.exists() else ""
 
 
 class Console:
@@ -508,9 +529,9 @@ class Console:
                 self.proc.wait(10)
 
 
-def test_virtctl_console_shows_the_boot_log_and_a_shell_answers(api, virtctl, kubectl, namespace) -> None:
-    make_guest(api, kubectl, namespace, "talker")
-    console = Console(virtctl, "talker", "-n", namespace)  # connected while the guest boots
+def test_virtctl_console_shows_the_boot_log_and_a_shell_answers(api, virtctl, guest) -> None:
+    namespace, _name = guest
+    console = Console(virtctl, "talker", "-n", namespace)  # connected while the guest boots (first user of it)
     try:
         wait_until(lambda: BOOTED in console.text(), 6000, 0.1)  # TCG on a busy machine: minutes
         assert "Successfully connected to talker console" in console.text()
@@ -523,7 +544,7 @@ def test_virtctl_console_shows_the_boot_log_and_a_shell_answers(api, virtctl, ku
     finally:
         console.close()
     # virtlogd still wrote everything the guest printed to the console log.
-    log = (api.node.state_dir / f"{namespace}_talker" / "serial.log").read_text(errors="replace")
+    log = serial_log(api, namespace, "talker")
     assert BOOTED in log and "answer-42" in log
 
 
@@ -570,6 +591,152 @@ def test_virtctl_vnc_proxy_gives_an_rfb_handshake(api, virtctl, kubectl, namespa
     finally:
         proc.kill()
         proc.wait(10)
+
+
+class Stdio:
+    """`virtctl port-forward --stdio=true`, the ProxyCommand of `virtctl ssh --local-ssh` and of our inventory."""
+
+    def __init__(self, virtctl, target: str, port: int) -> None:
+        self.proc = subprocess.Popen([virtctl.binary, f"--kubeconfig={virtctl.kubeconfig}", "port-forward",
+                                      "--stdio=true", target, str(port)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def echo(self, line: bytes) -> bytes:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline()
+
+    def close(self) -> str:
+        """Ends the stream as ssh does (stdin closed); virtctl's stderr."""
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        return self.proc.stderr.read().decode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def connect_or_none(port: int) -> socket.socket | None:
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=60)
+    except ConnectionRefusedError:
+        return None
+
+
+def echo_through(port: int, line: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as conn:
+        conn.sendall(line)
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        return got
+
+
+def test_virtctl_port_forward_reaches_a_guest_port(api, virtctl, kubectl, guest) -> None:
+    """The guest's echo service through qemu's user-mode network: stdio (ssh's ProxyCommand) and a local port."""
+    namespace, name = guest
+    wait_until(lambda: BOOTED in serial_log(api, namespace, name), 6000, 0.1)  # TCG on a busy machine: minutes
+    stdio = Stdio(virtctl, f"vmi/{name}/{namespace}", ECHO_PORT)  # as `virtctl ssh --local-ssh` writes its ProxyCommand
+    try:
+        assert stdio.echo(b"through-stdio\n") == b"through-stdio\n"
+        assert stdio.echo(b"again\n") == b"again\n"
+    finally:
+        assert stdio.proc.poll() is None, stdio.close()
+        stdio.close()
+    local = free_port()
+    forward = subprocess.Popen([virtctl.binary, f"--kubeconfig={virtctl.kubeconfig}", "port-forward",
+                                f"vmi/{name}/{namespace}", f"{local}:{ECHO_PORT}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        # virtctl logs "forwarding tcp ..." just before it listens: try until it accepts.
+        first = wait_until(lambda: forward.poll() is None and connect_or_none(local), 600, 0.1)
+        # Two connections at once: each is its own stream (and its own slirp connection to the guest).
+        with first:
+            assert echo_through(local, b"second\n") == b"second\n"
+            first.sendall(b"first\n")
+            assert first.recv(64) == b"first\n"
+    finally:
+        forward.kill()
+        forward.wait(10)
+    # Nothing stays listening on the node for the guest: each forward was removed once its connection stood.
+    dom = f"{namespace}_{name}"
+    usernet = subprocess.run(["virsh", "-c", "qemu:///system", "qemu-monitor-command", "--hmp", dom, "info usernet"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "HOST_FORWARD" not in usernet
+
+
+def test_port_forward_refusals(api, virtctl, kubectl, guest) -> None:
+    """KubeVirt's answers: a closed guest port, a paused VMI, one without interfaces or not running, no verb."""
+    namespace, name = guest
+    wait_until(lambda: BOOTED in serial_log(api, namespace, name), 6000, 0.1)
+    websocket = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": "plain.kubevirt.io"}
+    admin = {"X-Remote-User": "system:admin", "X-Remote-Group": "system:masters"}
+
+    def forward(target: str, port: int = ECHO_PORT, user: dict[str, str] | None = None):
+        """Straight to our server as kube-apiserver's front proxy would send it; (code, Status)."""
+        return api.direct("GET", f"{GV}/namespaces/{namespace}/virtualmachineinstances/{target}/portforward/{port}",
+                          headers=dict(websocket, **(user or admin)))
+
+    code, status = forward(name, 9)  # nothing listens there
+    assert (code, status["message"]) == (500, "Internal error occurred: dialing VM: connect: connection refused")
+    stdio = Stdio(virtctl, f"vmi/{name}/{namespace}", 9)
+    assert stdio.proc.wait(60) != 0
+    assert "dialing VM: connect: connection refused" in stdio.close()
+
+    virtctl("pause", "vmi", name, "-n", namespace)
+    try:
+        code, status = forward(name)
+        assert (code, status["message"]) == (409, conflict_text(name, "VMI is paused"))
+    finally:
+        virtctl("unpause", "vmi", name, "-n", namespace)
+
+    code, status = forward(name, user={"X-Remote-User": "dave"})  # no role at all
+    assert (code, status["reason"]) == (403, "Forbidden")
+    assert 'cannot get resource "virtualmachineinstances/portforward"' in status["message"]
+
+    make_vmi(api, kubectl, namespace, "pending", phase="Pending")
+    code, status = forward("pending")
+    assert (code, status["message"]) == (400, "no network interfaces are present")
+    kubectl("-n", namespace, "patch", "vmi", "pending", "--type=merge", "-p",
+            json.dumps({"status": {"phase": "Succeeded", "interfaces": [{"name": "default"}]}}))
+    code, status = forward("pending")
+    assert (code, status["message"]) == (400, "VMI is not running")
+
+
+def test_virtctl_port_forward_to_a_vm(api, virtctl, kubectl, guest) -> None:
+    """virtualmachines/NAME/portforward reaches the VM's own VMI (KubeVirt's FetchVirtualMachineInstanceForVM)."""
+    namespace, name = guest
+    wait_until(lambda: BOOTED in serial_log(api, namespace, name), 6000, 0.1)
+    vm = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name, "namespace": namespace},
+          "spec": {"runStrategy": "Manual", "template": {"spec": {"domain": {"devices": {}}}}}}
+    kubectl("create", "-f", "-", stdin=json.dumps(vm))
+    stdio = Stdio(virtctl, f"vm/{name}/{namespace}", ECHO_PORT)
+    assert stdio.proc.wait(60) != 0
+    assert "VMI is not started" in stdio.close()
+    uid = kubectl("-n", namespace, "get", "vm", name, "-o", "jsonpath={.metadata.uid}")
+    # What our VM controller writes (the module runs none): the VM created its VMI, which it owns.
+    kubectl("-n", namespace, "patch", "vm", name, "--subresource=status", "--type=merge", "-p",
+            json.dumps({"status": {"created": True}}))
+    kubectl("-n", namespace, "patch", "vmi", name, "--type=merge", "-p", json.dumps({"metadata": {"ownerReferences": [
+        {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": name, "uid": uid}]}}))
+    stdio = Stdio(virtctl, f"vm/{name}/{namespace}", ECHO_PORT)
+    try:
+        assert stdio.echo(b"to-the-vm\n") == b"to-the-vm\n"
+    finally:
+        stdio.close()
 
 
 def test_virtctl_version_prints_both_versions(api, virtctl) -> None:

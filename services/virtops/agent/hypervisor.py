@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import select
+import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 import libvirt
+import libvirt_qemu
 
 from virtops.agent.domain import GUEST_AGENT_CHANNEL, METADATA_NS
 
@@ -16,6 +20,12 @@ RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
 AGENT_TIMEOUT_SECONDS = 2
 # How long a guest's answer is reused once it reported an IPv4 address (addresses rarely change).
 AGENT_CACHE_SECONDS = 15.0
+# How long a port-forward waits for the guest to accept the connection qemu makes to it.
+GUEST_DIAL_SECONDS = 30.0
+
+
+class GuestDialError(Exception):
+    """A TCP connection to a guest port could not be made (the text says why, as a dial error would)."""
 
 
 def _quiet(_ctx: object, _err: object) -> None:
@@ -72,6 +82,7 @@ class LibvirtHypervisor:
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
         self._agent_cache: dict[tuple[str, int], tuple[float, list[GuestInterface]]] = {}
+        self._dial_locks: dict[str, threading.Lock] = {}
 
     # --- connection ---------------------------------------------------------
     def _connection(self) -> libvirt.virConnect:
@@ -143,6 +154,71 @@ class LibvirtHypervisor:
             return source.get("path") if source is not None else None
         listen = root.find("./devices/graphics[@type='vnc']/listen[@type='socket']")
         return listen.get("socket") if listen is not None else None
+
+    def dial_guest(self, name: str, port: int, guest_address: str | None = None) -> socket.socket:
+        """A TCP connection to ``port`` of the guest behind the domain's first user-mode interface.
+
+        qemu's user-mode network (slirp) is the only way in. The agent adds a host forward for this one
+        connection (HMP ``hostfwd_add`` on the interface's netdev, host side 127.0.0.1 port 0, so the kernel
+        picks a free port and qemu's ``info usernet`` tells which), connects to it, waits until slirp has
+        accepted the connection and the guest answered the SYN (the slirp socket is ESTABLISHED; refused or
+        gone is a GuestDialError, like a failed dial), and removes the forward again: the connection stays, and
+        no listener is left for anyone else. One dial per domain at a time, so the new forward is known.
+        """
+        dom = self._lookup(name)
+        if dom is None or not dom.isActive():
+            raise GuestDialError("the domain is not running")
+        root = ET.fromstring(dom.XMLDesc(0))
+        alias = root.find("./devices/interface[@type='user']/alias")
+        if alias is None or not alias.get("name"):
+            raise GuestDialError("the VMI has no user-mode network interface")
+        netdev = "host" + alias.get("name", "")  # libvirt names an interface's netdev "host" + its alias
+        guest = ""
+        if guest_address:
+            try:
+                guest = str(ipaddress.IPv4Address(guest_address))
+            except ValueError:
+                guest = ""  # IPv6 or nonsense: slirp's own guest address (the first DHCP lease)
+        with self._dial_lock(name):
+            before = _host_forwards(_hmp(dom, "info usernet"), netdev)
+            answer = _hmp(dom, f"hostfwd_add {netdev} tcp:127.0.0.1:0-{guest}:{port}")
+            if answer:
+                raise GuestDialError(answer)
+            added = sorted(set(_host_forwards(_hmp(dom, "info usernet"), netdev)) - set(before))
+            if len(added) != 1:
+                raise GuestDialError("qemu did not report the new host forward")
+            host_port = added[0]
+            sock: socket.socket | None = None
+            try:
+                sock = socket.create_connection(("127.0.0.1", host_port), timeout=GUEST_DIAL_SECONDS)
+                self._wait_established(dom, netdev, host_port, sock)
+                sock.settimeout(None)
+                return sock
+            except (OSError, GuestDialError) as exc:
+                if sock is not None:
+                    sock.close()
+                raise exc if isinstance(exc, GuestDialError) else GuestDialError(str(exc)) from exc
+            finally:
+                _hmp(dom, f"hostfwd_remove {netdev} tcp:127.0.0.1:{host_port}")
+
+    def _wait_established(self, dom: libvirt.virDomain, netdev: str, host_port: int, sock: socket.socket) -> None:
+        deadline = time.monotonic() + GUEST_DIAL_SECONDS
+        while True:
+            if _connection_states(_hmp(dom, "info usernet"), netdev, host_port) & _CONNECTED:
+                return  # the guest answered the SYN (and may have spoken, or closed, since)
+            readable, _w, _x = select.select([sock], [], [], 0)
+            if readable:
+                if sock.recv(1, socket.MSG_PEEK):
+                    return
+                # slirp closed our side before the guest ever answered: the guest reset it.
+                raise GuestDialError("connect: connection refused")
+            if time.monotonic() > deadline:
+                raise GuestDialError("the guest did not accept the connection in time")
+            time.sleep(0.01)
+
+    def _dial_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._dial_locks.setdefault(name, threading.Lock())
 
     def list_names(self, prefix: str = "") -> list[str]:
         return sorted(d.name() for d in self._connection().listAllDomains() if d.name().startswith(prefix))
@@ -298,3 +374,39 @@ class LibvirtHypervisor:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
         return True
+
+
+# slirp's TCP states once the guest has answered the SYN of the connection qemu made to it.
+_CONNECTED = {"ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT_1", "CLOSING", "LAST_ACK", "FIN_WAIT_2", "TIME_WAIT"}
+
+
+def _hmp(dom: libvirt.virDomain, command: str) -> str:
+    """One human-monitor command through libvirt (qemu has no QMP command for host forwards); its output."""
+    try:
+        out = libvirt_qemu.qemuMonitorCommand(dom, command, libvirt_qemu.VIR_DOMAIN_QEMU_MONITOR_COMMAND_HMP)
+    except libvirt.libvirtError as exc:
+        raise GuestDialError(exc.get_error_message()) from exc
+    return (out or "").strip()
+
+
+def _usernet_rows(text: str, netdev: str) -> list[list[str]]:
+    """The socket rows of one netdev in ``info usernet``: [Protocol[State], FD, src addr, src port, dst addr, ...]."""
+    rows: list[list[str]] = []
+    mine = False
+    for line in text.splitlines():
+        if line.startswith("Hub"):
+            mine = line.rstrip().endswith(f"({netdev}):")
+        elif mine and line.strip() and not line.lstrip().startswith("Protocol"):
+            rows.append(line.split())
+    return rows
+
+
+def _host_forwards(text: str, netdev: str) -> list[int]:
+    return [int(r[3]) for r in _usernet_rows(text, netdev)
+            if len(r) > 3 and r[0] == "TCP[HOST_FORWARD]" and r[3].isdigit()]
+
+
+def _connection_states(text: str, netdev: str, host_port: int) -> set[str]:
+    """States of slirp's connections made through the host forward on ``host_port`` (SYN_SENT, ESTABLISHED)."""
+    return {r[0][4:-1] for r in _usernet_rows(text, netdev)
+            if len(r) > 3 and r[0].startswith("TCP[") and r[0] != "TCP[HOST_FORWARD]" and r[3] == str(host_port)}

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from virtops.api.auth import peer_common_name
 from virtops.api.status import (
     StatusError,
+    bad_request,
     conflict,
     forbidden,
     internal,
@@ -53,8 +54,27 @@ class NodeOps(Protocol):
 
     node_name: str
 
+    def _dial(self, namespace: str, name: str, dname: str, meta: dict[str, Any], port: int) -> socket.socket:
+        """A TCP connection to the guest's port (hypervisor.dial_guest: a one-connection slirp host forward), after
+        KubeVirt's checks on the domain itself: paused is 409 "VMI is paused", off is 400 "VMI is not running"."""
+        from virtops.agent.hypervisor import GuestDialError
+
+        hypervisor = self.agent.hypervisor
+        current = hypervisor.state(dname) if self.agent.owns(dname, meta.get("uid")) else None
+        if current is None or current.phase != "Running":
+            raise bad_request("VMI is not running")
+        if current.paused:
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is paused")
+        # KubeVirt dials status.interfaces[0]'s address; here that is the guest's address on slirp's network.
+        interfaces = ((self.agent.cached((namespace, name)) or {}).get("status") or {}).get("interfaces") or [{}]
+        try:
+            return hypervisor.dial_guest(dname, port, interfaces[0].get("ipAddress"))
+        except GuestDialError as exc:
+            raise internal(f"dialing VM: {exc}") from exc
+
     def power(self, namespace: str, name: str, uid: str | None, op: str) -> None: ...
-    def open_stream(self, namespace: str, name: str, uid: str | None, op: str) -> socket.socket: ...
+    def open_stream(self, namespace: str, name: str, uid: str | None, op: str,
+                    port: int | None = None) -> socket.socket: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -90,11 +110,17 @@ class _Handler(BaseHTTPRequestHandler):
             match = _PATH.match(path)
             if not match or match["op"] not in (*POWER_OPERATIONS, *STREAM_OPERATIONS):
                 raise not_found_path(path)
-            uid = dict(p.partition("=")[::2] for p in query.split("&") if p).get("uid") or None
+            params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+            uid = params.get("uid") or None
             if match["op"] in STREAM_OPERATIONS:
                 if self.command != "GET" or (self.headers.get("Upgrade") or "") != STREAM_UPGRADE:
                     raise method_not_allowed(self.command)
-                self._stream(match["ns"], match["name"], uid, match["op"])
+                port = None
+                if match["op"] == "portforward":
+                    port = int(params["port"]) if params.get("port", "").isdigit() else 0
+                    if not 0 < port < 65536:
+                        raise bad_request(f"port {params.get('port')!r} is not a TCP port")
+                self._stream(match["ns"], match["name"], uid, match["op"], port)
                 return
             if self.command != "PUT":
                 raise method_not_allowed(self.command)
@@ -107,9 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
             err = internal(str(exc))
             self._send(err.code, err.body())
 
-    def _stream(self, namespace: str, name: str, uid: str | None, op: str) -> None:
-        """101, then the domain's console or VNC socket, byte for byte, until either side closes."""
-        target = self.server.ops.open_stream(namespace, name, uid, op)
+    def _stream(self, namespace: str, name: str, uid: str | None, op: str, port: int | None) -> None:
+        """101, then the domain's console or VNC socket (or a guest port), byte for byte, until either side closes."""
+        target = self.server.ops.open_stream(namespace, name, uid, op, port)
         try:
             self.send_response(101)
             self.send_header("Connection", "Upgrade")
@@ -117,7 +143,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.flush()
             self.close_connection = True
-            log.info("VMI %s/%s: %s stream opened", namespace, name, op)
+            log.info("VMI %s/%s: %s stream opened%s", namespace, name, op, f" to port {port}" if port else "")
             pump(self.connection, target)
         finally:
             target.close()
@@ -215,7 +241,8 @@ def vmi_not_here(name: str) -> StatusError:
 
 
 class AgentNodeOps:
-    """The node API's operations (pause, unpause, console and VNC streams) on the agent's own cache and hypervisor."""
+    """The node API's operations (pause, unpause; console, VNC and port-forward streams) on the agent's own cache
+    and hypervisor."""
 
     def __init__(self, agent: Any) -> None:
         self.agent = agent
@@ -233,8 +260,11 @@ class AgentNodeOps:
             raise vmi_not_here(name)  # not (or no longer) a VMI of this node
         return domain_name(namespace, name), meta
 
-    def open_stream(self, namespace: str, name: str, uid: str | None, op: str) -> socket.socket:
+    def open_stream(self, namespace: str, name: str, uid: str | None, op: str,
+                    port: int | None = None) -> socket.socket:
         dname, meta = self._domain(namespace, name, uid)
+        if op == "portforward" and port:
+            return self._dial(namespace, name, dname, meta, port)
         path = self.agent.hypervisor.stream_socket(dname, op) if self.agent.owns(dname, meta.get("uid")) else None
         if path is None:
             what = "serial console" if op == "console" else "VNC server"
@@ -247,6 +277,24 @@ class AgentNodeOps:
             sock.close()
             raise internal(f"cannot connect to the {op} of {name}: {exc.strerror}") from exc
         return sock
+
+    def _dial(self, namespace: str, name: str, dname: str, meta: dict[str, Any], port: int) -> socket.socket:
+        """A TCP connection to the guest's port (hypervisor.dial_guest: a one-connection slirp host forward), after
+        KubeVirt's checks on the domain itself: paused is 409 "VMI is paused", off is 400 "VMI is not running"."""
+        from virtops.agent.hypervisor import GuestDialError
+
+        hypervisor = self.agent.hypervisor
+        current = hypervisor.state(dname) if self.agent.owns(dname, meta.get("uid")) else None
+        if current is None or current.phase != "Running":
+            raise bad_request("VMI is not running")
+        if current.paused:
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is paused")
+        # KubeVirt dials status.interfaces[0]'s address; here that is the guest's address on slirp's network.
+        interfaces = ((self.agent.cached((namespace, name)) or {}).get("status") or {}).get("interfaces") or [{}]
+        try:
+            return hypervisor.dial_guest(dname, port, interfaces[0].get("ipAddress"))
+        except GuestDialError as exc:
+            raise internal(f"dialing VM: {exc}") from exc
 
     def power(self, namespace: str, name: str, uid: str | None, op: str) -> None:
         key = (namespace, name)

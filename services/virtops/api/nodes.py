@@ -69,14 +69,14 @@ class NodeApiClient:
             raise bad_request(f"No virt-handler on node {node} found")
         return url
 
-    def _target(self, vmi: dict[str, Any], op: str) -> tuple[str, str, str]:
+    def _target(self, vmi: dict[str, Any], op: str, query: str = "") -> tuple[str, str, str]:
         """(node, url, path) of an operation on the VMI's node."""
         meta = vmi["metadata"]
         node = (vmi.get("status") or {}).get("nodeName") or ""
         if self._context is None:
             raise internal("the subresource API has no node API client certificate (--node-api-client-cert-file)")
         url = self.address(node)
-        path = operation_path(meta["namespace"], meta["name"], op) + f"?uid={quote(meta.get('uid') or '')}"
+        path = operation_path(meta["namespace"], meta["name"], op) + f"?uid={quote(meta.get('uid') or '')}{query}"
         return node, url, path
 
     def _connect(self, node: str, url: str, what: str) -> http.client.HTTPSConnection:
@@ -109,9 +109,10 @@ class NodeApiClient:
         if not 200 <= resp.status < 300:
             raise _agent_error(node, resp.status, resp.reason, body)
 
-    def stream(self, vmi: dict[str, Any], op: str) -> socket.socket:
-        """A connected plain byte stream to the VMI's ``op`` (console, vnc) on its node's agent."""
-        node, url, path = self._target(vmi, op)
+    def stream(self, vmi: dict[str, Any], op: str, port: int | None = None) -> socket.socket:
+        """A connected plain byte stream to the VMI's ``op`` (console, vnc; portforward to the guest's ``port``) on
+        its node's agent."""
+        node, url, path = self._target(vmi, op, f"&port={port}" if port else "")
         what = f'Get "{url}{path}"'
         conn = self._connect(node, url, what)
         sock = conn.sock

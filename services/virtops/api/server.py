@@ -45,12 +45,17 @@ OPERATIONS: dict[tuple[str, str], tuple[str, int]] = {
     ("virtualmachines", "stop"): ("stop", 202),
     ("virtualmachines", "restart"): ("restart", 202),
 }
-# Websocket streams (streams.py), GET with the verb get.
+# Websocket streams (streams.py), GET with the verb get; portforward has its own path (port, protocol).
 STREAMS = {("virtualmachineinstances", "console"), ("virtualmachineinstances", "vnc")}
+PORTFORWARD = ("virtualmachineinstances", "virtualmachines")
 KINDS = {"virtualmachineinstances": "VirtualMachineInstance", "virtualmachines": "VirtualMachine"}
 
 _SUBRESOURCE_PATH = re.compile(
     rf"^/apis/{re.escape(GROUP_VERSION)}/namespaces/(?P<ns>[^/]+)/(?P<res>[^/]+)/(?P<name>[^/]+)/(?P<sub>[^/]+)$")
+
+_PORTFORWARD_PATH = re.compile(
+    rf"^/apis/{re.escape(GROUP_VERSION)}/namespaces/(?P<ns>[^/]+)/(?P<res>virtualmachineinstances|virtualmachines)/"
+    r"(?P<name>[^/]+)/portforward/(?P<port>[^/]+)(?:/(?P<protocol>[^/]+))?$")
 
 GROUP_DOC = {"name": GROUP, "versions": [{"groupVersion": GROUP_VERSION, "version": VERSION}],
              "preferredVersion": {"groupVersion": GROUP_VERSION, "version": VERSION}}
@@ -61,7 +66,7 @@ def resource_list() -> dict[str, Any]:
             "resources": [{"name": f"{res}/{sub}", "singularName": "", "namespaced": True,
                            "kind": KINDS[res], "verbs": ["update"]} for res, sub in OPERATIONS]
             + [{"name": f"{res}/{sub}", "singularName": "", "namespaced": True, "kind": KINDS[res], "verbs": ["get"]}
-               for res, sub in sorted(STREAMS)]}
+               for res, sub in sorted(STREAMS | {(r, "portforward") for r in PORTFORWARD})]}
 
 
 def server_version() -> dict[str, str]:
@@ -152,8 +157,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             user = check_identity(self.server.front_proxy, peer_common_name(self.connection), self.headers)
             stream = _SUBRESOURCE_PATH.match(url.path)
+            forward = _PORTFORWARD_PATH.match(url.path)
             if self.command == "GET" and stream and (stream["res"], stream["sub"]) in STREAMS:
                 self._stream(stream, user)
+            elif self.command == "GET" and forward:
+                self._stream(forward, user, "portforward")
             elif self.command == "PUT":
                 self._put(url.path, parse_qs(url.query), user, raw)
             else:
@@ -192,13 +200,18 @@ class _Handler(BaseHTTPRequestHandler):
         getattr(self.server.subresources, method)(match["ns"], match["name"], dry_run=dry_run)
         self._send(code)
 
-    def _stream(self, match: re.Match[str], user: User) -> None:
-        """console and vnc: KubeVirt's roles grant them with the verb get."""
-        authorize(self.server.client, user, namespace=match["ns"], resource=match["res"], subresource=match["sub"],
+    def _stream(self, match: re.Match[str], user: User, sub: str = "") -> None:
+        """console, vnc and portforward: KubeVirt's roles grant them with the verb get."""
+        sub = sub or match["sub"]
+        authorize(self.server.client, user, namespace=match["ns"], resource=match["res"], subresource=sub,
                   name=match["name"], verb="get")
         if not is_websocket(self.headers):
-            raise bad_request(f"{match['sub']} is a websocket (subprotocol plain.kubevirt.io)")
-        agent = self.server.subresources.stream(match["ns"], match["name"], match["sub"])
+            raise bad_request(f"{sub} is a websocket (subprotocol plain.kubevirt.io)")
+        if sub == "portforward":
+            agent = self.server.subresources.portforward(match["ns"], match["name"], match["res"], match["port"],
+                                                         match["protocol"] or "tcp")
+        else:
+            agent = self.server.subresources.stream(match["ns"], match["name"], sub)
         self.close_connection = True  # after the stream, the connection is done
         try:
             bridge(self.connection, self.path, self.headers, agent)

@@ -80,6 +80,25 @@ class Subresources:
         if not dry_run:
             self.nodes.put(vmi, "unpause")
 
+    def portforward(self, namespace: str, name: str, resource: str, port: str, protocol: str) -> socket.socket:
+        """A TCP stream to the guest's ``port``, checked as KubeVirt's PortForwardRequestHandler does (portforward.go,
+        dialers.go): a VM's VMI must be its own, a paused VMI is 409 "VMI is paused", a VMI without interfaces
+        400 "no network interfaces are present". KubeVirt dials the pod's address and has no phase check; we
+        must go through the node, so a VMI that is not Running is 400 "VMI is not running" (KubeVirt's text for
+        the other streams). TCP only: UDP datagrams would need framing on the hop to the node."""
+        vmi = self._vmi_of_vm(namespace, name) if resource == "virtualmachines" else self._vmi(namespace, name)
+        if is_paused(vmi):
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is paused")
+        if not (vmi.get("status") or {}).get("interfaces"):
+            raise bad_request("no network interfaces are present")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise bad_request(f'strconv.Atoi: parsing "{port}": invalid port')
+        if protocol.lower() != "tcp":
+            raise bad_request(f"protocol {protocol} is not supported by this server (only tcp)")
+        if (vmi.get("status") or {}).get("phase") != "Running":
+            raise bad_request("VMI is not running")
+        return self.nodes.stream(vmi, "portforward", int(port))
+
     def stream(self, namespace: str, name: str, op: str) -> socket.socket:
         """The node's plain stream for console or vnc, after KubeVirt's checks (console.go, vnc.go)."""
         vmi = self._vmi(namespace, name)
@@ -98,6 +117,16 @@ class Subresources:
             raise not_found(KUBEVIRT, VM_KIND, name) from None
         except ApiError as exc:
             raise internal(f"unable to retrieve vm [{name}]: {exc.message}") from exc
+
+    def _vmi_of_vm(self, namespace: str, name: str) -> Obj:
+        """The VM's own VMI, as KubeVirt's FetchVirtualMachineInstanceForVM finds it."""
+        vm = self._vm(namespace, name)
+        if not (vm.get("status") or {}).get("created"):
+            raise conflict(KUBEVIRT, VM_KIND, name, "VMI is not started")
+        vmi = self._vmi(namespace, name)
+        if not any(ref.get("uid") == vm["metadata"].get("uid") for ref in vmi["metadata"].get("ownerReferences") or []):
+            raise internal(f"unable to retrieve vmi [{name}] for vm: it is not this VM's")
+        return vmi
 
     def _vmi_or_none(self, namespace: str, name: str) -> Obj | None:
         try:

@@ -9,7 +9,8 @@ DEFAULT_CLIENT_NAME = "virtops-subresource-api"
 # Power operations the node API serves, as virt-handler's paths name them.
 POWER_OPERATIONS = ("pause", "unpause")
 # Streams: GET with this Upgrade header; after "101 Switching Protocols" the connection carries raw bytes.
-STREAM_OPERATIONS = ("console", "vnc")
+# portforward takes the guest's TCP port as the query parameter "port".
+STREAM_OPERATIONS = ("console", "vnc", "portforward")
 STREAM_UPGRADE = "plain.kubevirt.io"
 
 

@@ -237,6 +237,8 @@ def test_discovery_document() -> None:
     names = [r["name"] for r in resource_list()["resources"]]
     assert names == ["virtualmachineinstances/pause", "virtualmachineinstances/unpause", "virtualmachines/start",
                      "virtualmachines/stop", "virtualmachines/restart", "virtualmachineinstances/console",
-                     "virtualmachineinstances/vnc"]
+                     "virtualmachineinstances/portforward", "virtualmachineinstances/vnc",
+                     "virtualmachines/portforward"]
     verbs = {r["name"]: r["verbs"] for r in resource_list()["resources"]}
     assert verbs["virtualmachineinstances/console"] == verbs["virtualmachineinstances/vnc"] == ["get"]
+    assert verbs["virtualmachineinstances/portforward"] == verbs["virtualmachines/portforward"] == ["get"]
