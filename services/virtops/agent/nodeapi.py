@@ -54,24 +54,6 @@ class NodeOps(Protocol):
 
     node_name: str
 
-    def _dial(self, namespace: str, name: str, dname: str, meta: dict[str, Any], port: int) -> socket.socket:
-        """A TCP connection to the guest's port (hypervisor.dial_guest: a one-connection slirp host forward), after
-        KubeVirt's checks on the domain itself: paused is 409 "VMI is paused", off is 400 "VMI is not running"."""
-        from virtops.agent.hypervisor import GuestDialError
-
-        hypervisor = self.agent.hypervisor
-        current = hypervisor.state(dname) if self.agent.owns(dname, meta.get("uid")) else None
-        if current is None or current.phase != "Running":
-            raise bad_request("VMI is not running")
-        if current.paused:
-            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is paused")
-        # KubeVirt dials status.interfaces[0]'s address; here that is the guest's address on slirp's network.
-        interfaces = ((self.agent.cached((namespace, name)) or {}).get("status") or {}).get("interfaces") or [{}]
-        try:
-            return hypervisor.dial_guest(dname, port, interfaces[0].get("ipAddress"))
-        except GuestDialError as exc:
-            raise internal(f"dialing VM: {exc}") from exc
-
     def power(self, namespace: str, name: str, uid: str | None, op: str) -> None: ...
     def open_stream(self, namespace: str, name: str, uid: str | None, op: str,
                     port: int | None = None) -> socket.socket: ...
