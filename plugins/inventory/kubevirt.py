@@ -90,9 +90,10 @@ options:
     default: kubevirt.io/v1
   virtctl_proxy:
     description:
-      - Set C(ansible_ssh_common_args) to a C(ProxyCommand) of C(virtctl port-forward --stdio=true vmi/NAME.NAMESPACE
+      - Set C(ansible_ssh_common_args) to a C(ProxyCommand) of C(virtctl port-forward --stdio=true vmi/NAME/NAMESPACE
         PORT), the command C(virtctl ssh --local-ssh) uses, with this source's O(kubeconfig) and O(context), and
-        C(ansible_host) to C(vmi/NAME.NAMESPACE). SSH then goes through the API server's C(portforward) subresource.
+        C(ansible_host) to C(vmi.NAME.NAMESPACE), the host name C(virtctl ssh) gives ssh. SSH then goes through the
+        API server's C(portforward) subresource.
     type: bool
     default: false
   virtctl_command:
@@ -389,7 +390,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             self.inventory.set_variable(host, "ansible_port", ansible_port)
 
     def _virtctl_vars(self, host, meta):
-        target = "vmi/{0}.{1}".format(meta["name"], meta["namespace"])
+        # As virtctl ssh --local-ssh: ssh's host name vmi.NAME.NAMESPACE, port-forward's target vmi/NAME/NAMESPACE
+        # (virtctl 1.7 reads vmi/NAME.NAMESPACE as a VMI named "NAME.NAMESPACE" in the current namespace).
+        target = "vmi/{0}/{1}".format(meta["name"], meta["namespace"])
         command = [self.get_option("virtctl_command")]
         kubeconfig = self.get_option("kubeconfig") or _env_value("kubeconfig", AUTH_ARG_SPEC["kubeconfig"])
         if isinstance(kubeconfig, str):
@@ -399,7 +402,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             command += ["--context", context]
         command += ["port-forward", "--stdio=true", target, str(self.get_option("virtctl_ssh_port"))]
         proxy = " ".join(shlex.quote(part) for part in command)
-        self.inventory.set_variable(host, "ansible_host", target)
+        self.inventory.set_variable(host, "ansible_host", "vmi.{0}.{1}".format(meta["name"], meta["namespace"]))
         self.inventory.set_variable(host, "ansible_port", None)
         self.inventory.set_variable(host, "ansible_ssh_common_args", "-o ProxyCommand={0}".format(
             shlex.quote(proxy)))

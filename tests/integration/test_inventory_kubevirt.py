@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -95,12 +96,26 @@ def test_virtctl_proxy_sets_the_proxycommand_virtctl_ssh_uses(fleet, tmp_path):
                   keyed_groups=[{"key": "vm_printable_status | default('none')", "prefix": "status"}])
     listed = listing(path)
     web = listed["_meta"]["hostvars"][f"{ns}-web"]
-    assert web["ansible_host"] == f"vmi/web.{ns}"
+    assert web["ansible_host"] == f"vmi.web.{ns}"
     assert web["ansible_ssh_common_args"] == (
-        f"-o ProxyCommand='virtctl --kubeconfig {info.kubeconfig} port-forward --stdio=true vmi/web.{ns} 22'")
+        f"-o ProxyCommand='virtctl --kubeconfig {info.kubeconfig} port-forward --stdio=true vmi/web/{ns} 22'")
     assert web["ansible_user"] == "debian"
     assert listed["status_Paused"]["hosts"] == [f"{ns}-web"]
     assert listed["status_none"]["hosts"] == [f"{ns}-solo"]
+
+
+def test_the_proxycommand_reaches_the_vmi_through_virtctl(fleet, tmp_path):
+    """The ProxyCommand as ssh would run it, with the lab's virtctl: it names the right VMI (web, paused here, so
+    KubeVirt's 409 comes back); the NAME.NAMESPACE form asked for a VMI "web.NS" in the default namespace."""
+    info, ns = fleet
+    virtctl = str(Path(info.state_dir) / "bin" / "virtctl")
+    path = source(tmp_path, info, ns, virtctl_proxy=True, virtctl_command=virtctl)
+    args = listing(path)["_meta"]["hostvars"][f"{ns}-web"]["ansible_ssh_common_args"]
+    command = shlex.split(shlex.split(args)[1].removeprefix("ProxyCommand="))
+    assert command[0] == virtctl
+    proxy = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False)
+    assert proxy.returncode != 0
+    assert 'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "web": VMI is paused' in proxy.stderr
 
 
 def test_a_cached_inventory_makes_no_request(fleet, tmp_path):

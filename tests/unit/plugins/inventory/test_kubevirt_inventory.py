@@ -67,6 +67,6 @@ def test_virtctl_proxy_quotes_the_kubeconfig_path():
     plugin._populate({"default_name": "x", "base_domain": None,
                       "namespaces": {"demo": {"vms": [vm("b", "Stopped")], "vmis": [], "services": []}}})
     b = plugin.inventory.get_host("demo-b").vars
-    assert b["ansible_host"] == "vmi/b.demo"
+    assert b["ansible_host"] == "vmi.b.demo"
     assert b["ansible_ssh_common_args"] == ("-o ProxyCommand='virtctl --kubeconfig '\"'\"'/tmp/my lab/kubeconfig'"
-                                            "\"'\"' --context admin port-forward --stdio=true vmi/b.demo 22'")
+                                            "\"'\"' --context admin port-forward --stdio=true vmi/b/demo 22'")
