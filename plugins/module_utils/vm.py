@@ -29,12 +29,11 @@ from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import (
     ObjectService,
     VmiService,
 )
-from ansible_collections.virtops.kubevirt.plugins.module_utils.wait import Expectation
+from ansible_collections.virtops.kubevirt.plugins.module_utils.wait import FINAL_PHASES, Expectation
 
 VM = Kind("VirtualMachine", "virtualmachines", ("kubevirt.io/v1", "kubevirt.io/v1alpha3"), "vm")
 SUBRESOURCE_API = "subresources.kubevirt.io/v1"
 RUN_STRATEGIES = ("Always", "Halted", "Manual", "RerunOnFailure", "Once")
-FINAL_PHASES = ("Succeeded", "Failed")
 # KubeVirt's 409 texts (pkg/virt-api/rest/subresource.go) that mean the VM already is where we want it.
 ALREADY = {"start": ("VM is already running",), "stop": ("VM is not running",)}
 

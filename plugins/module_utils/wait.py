@@ -21,7 +21,8 @@ from ansible_collections.virtops.kubevirt.plugins.module_utils.errors import (
     WaitTimeoutError,
 )
 
-TERMINAL_PHASES = ("Succeeded", "Failed")
+# The phases a VMI never leaves (KubeVirt's VirtualMachineInstance.IsFinal).
+FINAL_PHASES = ("Succeeded", "Failed")
 
 
 def conditions_of(obj):
@@ -80,7 +81,7 @@ class Expectation:
         if obj is None:
             return "it was deleted"
         phase = (obj.get("status") or {}).get("phase")
-        if phase in TERMINAL_PHASES and self.phase and self.phase != phase:
+        if phase in FINAL_PHASES and self.phase and self.phase != phase:
             return "it reached the final phase {0}".format(phase)
         return None
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# The phases a VMI never leaves (KubeVirt's VirtualMachineInstance.IsFinal).
+FINAL_PHASES = ("Succeeded", "Failed")
+
 
 def run_strategy(vm: dict[str, Any]) -> str:
     """The VM's run strategy: ``spec.runStrategy`` when set, else ``spec.running`` (true: Always, else Halted).

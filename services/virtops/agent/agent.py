@@ -50,6 +50,7 @@ from virtops.kube import (
 )
 from virtops.kube.informer import Informer
 from virtops.kube.workqueue import KeyQueue
+from virtops.kubevirt import FINAL_PHASES
 from virtops.node.api import NODE_API_ANNOTATION
 from virtops.node.hypervisor import domain_type as detect_domain_type
 
@@ -70,7 +71,6 @@ COMPONENT = "virtops-agent"
 DEFAULT_GRACE_SECONDS = 30
 # How long after a deleted VMI's deadline its timer queues it again.
 DEADLINE_SLACK_SECONDS = 0.1
-FINAL_PHASES = ("Succeeded", "Failed")
 # A booting guest's agent is asked for its address this often, for this long after the VMI started running.
 ADDRESS_POLL_SECONDS = 2.0
 ADDRESS_POLL_WINDOW_SECONDS = 300.0

@@ -31,12 +31,11 @@ from typing import Any
 from virtops.api.nodes import NodeApiClient
 from virtops.api.status import StatusError, bad_request, conflict, internal, not_found
 from virtops.kube import ApiError, ConflictError, KubeClient, NotFoundError, path_for
-from virtops.kubevirt import run_strategy
+from virtops.kubevirt import FINAL_PHASES, run_strategy
 
 KUBEVIRT = "kubevirt.io"
 VMI_KIND = "virtualmachineinstance"
 VM_KIND = "virtualmachine"
-FINAL_PHASES = ("Succeeded", "Failed")
 
 Obj = dict[str, Any]
 

@@ -23,6 +23,7 @@ from virtops.controller.vms import VmReconciler
 from virtops.kube import ConflictError, InvalidError, KubeClient, NotFoundError, path_for, unchanged_since
 from virtops.kube.informer import Informer
 from virtops.kube.workqueue import KeyQueue
+from virtops.kubevirt import FINAL_PHASES
 from virtops.quantity import parse_quantity
 
 log = logging.getLogger("virtops.controller")
@@ -341,7 +342,7 @@ class Controller:
             path = path_for(VMI_API, "virtualmachineinstances", *key_of(vmi))
             since = rfc3339(node.renewed) if node.renewed else "it started"
             message = f"node {node.name} has not renewed its lease since {since}"
-            final = (vmi.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            final = (vmi.get("status") or {}).get("phase") in FINAL_PHASES
             finalizers = (vmi.get("metadata") or {}).get("finalizers") or []
             try:
                 if node.expired_since(now) < self.node_grace_seconds:

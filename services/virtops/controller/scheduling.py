@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from virtops.controller.quantity import vmi_requests
+from virtops.kubevirt import FINAL_PHASES
 
 
 @dataclass
@@ -71,7 +72,7 @@ def choose_node(vmi: dict, nodes: list[Node], placed: list[dict], now: datetime.
     used: dict[str, list[Decimal]] = {}
     for other in placed:
         node = (other.get("status") or {}).get("nodeName")
-        if node and (other.get("status") or {}).get("phase") not in ("Succeeded", "Failed"):
+        if node and (other.get("status") or {}).get("phase") not in FINAL_PHASES:
             c, m = vmi_requests(other)
             u = used.setdefault(node, [Decimal(0), Decimal(0)])
             u[0] += c

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from virtops.kube import ConflictError, KubeClient, NotFoundError, path_for
+from virtops.kubevirt import FINAL_PHASES
 from virtops.secretrefs import secret_names
 
 log = logging.getLogger("virtops.controller.secrets")
@@ -23,7 +24,6 @@ log = logging.getLogger("virtops.controller.secrets")
 RBAC_API = "rbac.authorization.k8s.io/v1"
 NODE_LABEL = "virtops.kubevirt.io/node-secrets"
 NAME_PREFIX = "virtops:node-secrets:"
-FINAL_PHASES = ("Succeeded", "Failed")
 
 Grants = dict[tuple[str, str], frozenset[str]]  # (namespace, node) -> Secret names
 

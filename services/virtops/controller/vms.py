@@ -16,12 +16,11 @@ import copy
 import logging
 
 from virtops.kube import ConflictError, KubeClient, NotFoundError, path_for
-from virtops.kubevirt import run_strategy
+from virtops.kubevirt import FINAL_PHASES, run_strategy
 
 log = logging.getLogger("virtops.controller.vms")
 
 API = "kubevirt.io/v1"
-FINISHED = ("Succeeded", "Failed")
 
 
 def desired_action(vm: dict, vmi: dict | None) -> str:
@@ -41,7 +40,7 @@ def desired_action(vm: dict, vmi: dict | None) -> str:
         return "none"
     if deleting:
         return "none"
-    if strategy == "Always" and phase in FINISHED:
+    if strategy == "Always" and phase in FINAL_PHASES:
         return "replace"
     if strategy == "RerunOnFailure" and phase == "Failed":
         return "replace"
