@@ -12,9 +12,10 @@ install -D -m 0644 "$src/modprobe-blacklist.conf" "$root/etc/modprobe.d/virtops.
 
 # Units a VM started from a containerDisk does not need; each costs seconds of boot under TCG. logind (and the
 # D-Bus it needs, left out of the image) is not needed to log in on a console or over SSH (no pam_systemd).
+# getty-static starts gettys on tty2-6 when logind is missing: nobody logs in on a VM's VGA text console.
 chroot "$root" systemctl mask --quiet \
   apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
-  systemd-pstore.service dpkg-db-backup.timer systemd-logind.service
+  systemd-pstore.service dpkg-db-backup.timer systemd-logind.service getty-static.service
 chroot "$root" systemctl enable --quiet systemd-networkd.service
 
 printf 'UUID=%s / ext4 errors=remount-ro 0 1\n' "$uuid" > "$root/etc/fstab"

@@ -152,6 +152,8 @@ def test_guest_boots_shows_its_address_and_shuts_down_cleanly_on_delete(stack, n
     assert status["phase"] == "Running"
     agent = next(c for c in status["conditions"] if c["type"] == "AgentConnected")
     assert agent["status"] == "True"
+    # This guest's agent has no guest-get-osinfo: an answer ({}), not silence (None), and no guestOSInfo.
+    assert LibvirtHypervisor().guest_os_info(f"{ns}_guest") == {} and "guestOSInfo" not in status
 
     gone, log = delete_and_follow(stack, ns, "guest")
     assert "virtops-guest: ACPI power button pressed: shutting down" in log

@@ -109,6 +109,7 @@ class Hypervisor(Protocol):
     def macs(self, name: str) -> list[str]: ...
     def guest_interfaces(self, name: str) -> Any: ...
     def guest_agent_connected(self, name: str) -> bool: ...
+    def guest_os_info(self, name: str) -> Any: ...
 
 
 class DomainEvents(Protocol):
@@ -155,9 +156,10 @@ def _parse_time(value: str | None) -> datetime.datetime | None:
         return None
 
 
-def _awaiting_address(interfaces: list[Obj], transitions: list[Obj]) -> bool:
-    """Interfaces without an address yet, on a VMI that started running recently (its guest may be booting)."""
-    if not interfaces or any(i.get("ipAddress") for i in interfaces):
+def _awaiting_guest(interfaces: list[Obj], os_info: Obj | None, transitions: list[Obj]) -> bool:
+    """Interfaces without an address yet, or a connected guest agent that has not told its OS yet (``os_info``
+    None), on a VMI that started running recently (its guest may be booting)."""
+    if os_info is not None and (not interfaces or any(i.get("ipAddress") for i in interfaces)):
         return False
     started = [t.get("phaseTransitionTimestamp") for t in transitions if t.get("phase") == "Running"]
     try:
@@ -842,10 +844,15 @@ class NodeAgent:
         guest = self.hypervisor.guest_interfaces(name) if connected and not paused else None
         interfaces = status_interfaces(interface_names(vmi), self.hypervisor.macs(name), guest,
                                        status.get("interfaces") or [])
+        # KubeVirt's guestOSInfo, once the guest agent told it (kept while the agent does not answer, like an
+        # address); {} from an agent without guest-get-osinfo is not written.
+        os_info = self.hypervisor.guest_os_info(name) if connected and not paused else {}
         new = {"phase": "Running", "nodeName": status.get("nodeName") or self.node_name, "interfaces": interfaces,
                "conditions": conditions, "phaseTransitionTimestamps": self._transitions(status, "Running")}
-        if not paused and _awaiting_address(interfaces, new["phaseTransitionTimestamps"]):
-            # No event says "the guest has its address now": look again soon while it boots.
+        if os_info or status.get("guestOSInfo"):
+            new["guestOSInfo"] = os_info or status["guestOSInfo"]
+        if not paused and _awaiting_guest(interfaces, os_info, new["phaseTransitionTimestamps"]):
+            # No event says "the guest has its address (or its OS answer) now": look again soon while it boots.
             self._look_again_soon(_key(vmi))
         if all(status.get(k) == v for k, v in new.items()):
             return

@@ -8,7 +8,9 @@ import socket
 import threading
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import libvirt
 import libvirt_qemu
@@ -20,6 +22,16 @@ RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
 AGENT_TIMEOUT_SECONDS = 2
 # How long a guest's answer is reused once it reported an IPv4 address (addresses rarely change).
 AGENT_CACHE_SECONDS = 15.0
+# How long the guest's OS as its agent reported it is reused: it changes only when the guest reboots into
+# another kernel or is upgraded (KubeVirt's virt-launcher asks for it every few minutes, too).
+OS_INFO_CACHE_SECONDS = 300.0
+# KubeVirt's VirtualMachineInstanceGuestOSInfo field for each of libvirt's guest info "os.*" keys (the qemu
+# guest agent's guest-get-osinfo answer).
+_OS_INFO_FIELDS = {
+    "os.name": "name", "os.id": "id", "os.pretty-name": "prettyName", "os.version": "version",
+    "os.version-id": "versionId", "os.kernel-release": "kernelRelease", "os.kernel-version": "kernelVersion",
+    "os.machine": "machine",
+}
 # How long a port-forward waits for the guest to accept the connection qemu makes to it.
 GUEST_DIAL_SECONDS = 30.0
 
@@ -81,7 +93,9 @@ class LibvirtHypervisor:
         self.poll_seconds = poll_seconds
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
-        self._agent_cache: dict[tuple[str, int], tuple[float, list[GuestInterface]]] = {}
+        # Guest agent answers per domain run (name, libvirt id): (monotonic time, answer).
+        self._agent_cache: dict[tuple[str, int], tuple[float, Any]] = {}
+        self._os_cache: dict[tuple[str, int], tuple[float, Any]] = {}
         self._dial_locks: dict[str, threading.Lock] = {}
 
     # --- connection ---------------------------------------------------------
@@ -256,26 +270,45 @@ class LibvirtHypervisor:
         return any(t.get("name") == GUEST_AGENT_CHANNEL and t.get("state") == "connected"
                    for t in root.findall("./devices/channel/target"))
 
+    def _asked_or_cached(self, name: str, cache: dict[tuple[str, int], tuple[float, Any]], max_age: float,
+                         ask: Callable[[libvirt.virDomain], Any]) -> tuple[tuple[str, int], Any, bool] | None:
+        """A question to a running domain's guest agent (``ask``), or its answer from ``cache`` while younger
+        than ``max_age``: (the cache key, the answer, whether it came from the cache). None when the domain is
+        gone or not running (a frozen guest cannot answer); libvirtError when the agent does not answer.
+        Answers are cached per domain run (name and libvirt id), by the caller."""
+        dom = self._lookup(name)
+        if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            return None
+        key = (name, dom.ID())
+        cached = cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < max_age:
+            return key, cached[1], True
+        dom.agentSetResponseTimeout(AGENT_TIMEOUT_SECONDS)
+        return key, ask(dom), False
+
+    @staticmethod
+    def _remember(cache: dict[tuple[str, int], tuple[float, Any]], key: tuple[str, int], answer: Any) -> None:
+        for old in [k for k in cache if k[0] == key[0]]:  # an earlier run of the same domain
+            del cache[old]
+        cache[key] = (time.monotonic(), answer)
+
     def guest_interfaces(self, name: str) -> list[GuestInterface] | None:
         """The guest's interfaces and addresses from its guest agent (org.qemu.guest_agent.0).
 
         None when there is no answer: no agent in the guest (yet), the domain is not running, the
         guest is too busy. Only what the guest reports is returned; nothing is guessed from DHCP.
         """
-        dom = self._lookup(name)
-        if dom is None:
-            return None
         try:
-            if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-                return None
-            cache_key = (name, dom.ID())
-            cached = self._agent_cache.get(cache_key)
-            if cached is not None and time.monotonic() - cached[0] < AGENT_CACHE_SECONDS:
-                return cached[1]
-            dom.agentSetResponseTimeout(AGENT_TIMEOUT_SECONDS)
-            raw = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT)
+            asked = self._asked_or_cached(
+                name, self._agent_cache, AGENT_CACHE_SECONDS,
+                lambda dom: dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT))
         except libvirt.libvirtError:
             return None
+        if asked is None:
+            return None
+        key, raw, cached = asked
+        if cached:
+            return raw
         result = []
         for ifname, info in sorted((raw or {}).items()):
             addrs = info.get("addrs") or []
@@ -284,9 +317,27 @@ class LibvirtHypervisor:
                 ipv4=tuple(a["addr"] for a in addrs if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4),
                 ipv6=tuple(a["addr"] for a in addrs if a.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV6)))
         if any(i.ipv4 for i in result if i.name != "lo"):
-            self._agent_cache = {k: v for k, v in self._agent_cache.items() if k[0] != name}
-            self._agent_cache[cache_key] = (time.monotonic(), result)
+            self._remember(self._agent_cache, key, result)
         return result
+
+    def guest_os_info(self, name: str) -> dict[str, str] | None:
+        """The guest's OS as KubeVirt's ``status.guestOSInfo`` (VirtualMachineInstanceGuestOSInfo) shows it.
+
+        From the guest agent's guest-get-osinfo (libvirt's guest info, ``VIR_DOMAIN_GUEST_INFO_OS``): ``name``,
+        ``id``, ``prettyName``, ``version``, ``versionId``, ``kernelRelease``, ``kernelVersion``, ``machine``,
+        each only when the guest reported it. ``{}`` when the guest's agent has no such command (the busybox
+        guest); None when there is no answer (no agent yet, not running, too busy): ask again later.
+        """
+        try:
+            asked = self._asked_or_cached(name, self._os_cache, OS_INFO_CACHE_SECONDS, _guest_os)
+        except libvirt.libvirtError:
+            return None
+        if asked is None:
+            return None
+        key, info, cached = asked
+        if not cached:
+            self._remember(self._os_cache, key, info)
+        return dict(info)
 
     # --- actions ------------------------------------------------------------
     def ensure_running(self, name: str, xml: str) -> bool:
@@ -369,6 +420,7 @@ class LibvirtHypervisor:
                     if dom.isActive():
                         raise
             self._agent_cache = {k: v for k, v in self._agent_cache.items() if k[0] != name}
+            self._os_cache = {k: v for k, v in self._os_cache.items() if k[0] != name}
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
         except libvirt.libvirtError as exc:
             if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
@@ -378,6 +430,24 @@ class LibvirtHypervisor:
 
 # slirp's TCP states once the guest has answered the SYN of the connection qemu made to it.
 _CONNECTED = {"ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT_1", "CLOSING", "LAST_ACK", "FIN_WAIT_2", "TIME_WAIT"}
+
+
+def _guest_os(dom: libvirt.virDomain) -> dict[str, str]:
+    try:
+        raw = dom.guestInfo(libvirt.VIR_DOMAIN_GUEST_INFO_OS, 0)
+    except libvirt.libvirtError as exc:
+        if not _agent_lacks_command(exc):
+            raise
+        raw = {}  # an answer: this agent does not know guest-get-osinfo
+    return {field: str(raw[key]) for key, field in _OS_INFO_FIELDS.items() if raw.get(key)}
+
+
+def _agent_lacks_command(exc: libvirt.libvirtError) -> bool:
+    """The guest agent answered, with "no such command" (qemu-ga's CommandNotFound) or "disabled" (its
+    --block-rpcs): libvirt 9.0 reports either as an internal error carrying the agent's text."""
+    message = exc.get_error_message() or ""
+    return exc.get_error_code() == libvirt.VIR_ERR_INTERNAL_ERROR and (
+        "has not been found" in message or "has been disabled" in message)
 
 
 def _hmp(dom: libvirt.virDomain, command: str) -> str:

@@ -7,8 +7,9 @@ libvirtd that went away is noticed by all of them (``isAlive()`` turns false and
 ``LibvirtHypervisor`` opens a new one on its next call).
 
 The agent is told two things: "domain NAME changed" (started, suspended, resumed, stopped, crashed,
-undefined...) and "(re)connected" (events may have been missed while libvirtd was away: look at
-everything again). The agent's periodic resync stays as the safety net.
+undefined..., or its guest agent connected or disconnected: KubeVirt's AgentConnected condition, and the
+moment to ask the guest for its address and OS) and "(re)connected" (events may have been missed while
+libvirtd was away: look at everything again). The agent's periodic resync stays as the safety net.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ EVENT_NAMES = {
     libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed", libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
     libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown", libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
     libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+# libvirt's VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE: the guest agent opened or closed its channel.
+AGENT_EVENT_NAMES = {
+    libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED: "agent-connected",
+    libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_DISCONNECTED: "agent-disconnected",
 }
 
 _loop_lock = threading.Lock()
@@ -98,18 +105,26 @@ class DomainEventWatcher:
         except Exception:  # noqa: BLE001 - an exception here would be lost inside libvirt
             log.exception("handling a libvirt event failed")
 
+    def _agent_lifecycle(self, _conn: libvirt.virConnect, dom: libvirt.virDomain, state: int, _reason: int,
+                         _opaque: object) -> None:
+        try:
+            self._on_domain(dom.name(), AGENT_EVENT_NAMES.get(state, f"agent-{state}"))
+        except Exception:  # noqa: BLE001 - an exception here would be lost inside libvirt
+            log.exception("handling a libvirt guest agent event failed")
+
     def _run(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
             conn: libvirt.virConnect | None = None
-            callback_id: int | None = None
+            callback_ids: list[int] = []
             closed = threading.Event()
             try:
                 conn = libvirt.open(self.uri)
                 conn.setKeepAlive(self.keepalive_interval, self.keepalive_count)
                 conn.registerCloseCallback(lambda _c, _reason, event: event.set(), closed)
-                callback_id = conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
-                                                          self._lifecycle, None)
+                for event_id, callback in ((libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._lifecycle),
+                                           (libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE, self._agent_lifecycle)):
+                    callback_ids.append(conn.domainEventRegisterAny(None, event_id, callback, None))
                 self.connections += 1
                 if self.connections > 1:
                     log.info("reconnected to %s; looking at every domain again", self.uri)
@@ -128,13 +143,14 @@ class DomainEventWatcher:
                 backoff = min(backoff * 2, self.max_backoff_seconds)
             finally:
                 if conn is not None:
-                    self._close(conn, callback_id)
+                    self._close(conn, callback_ids)
 
     @staticmethod
-    def _close(conn: libvirt.virConnect, callback_id: int | None) -> None:
+    def _close(conn: libvirt.virConnect, callback_ids: list[int]) -> None:
         try:
-            if callback_id is not None and conn.isAlive():
-                conn.domainEventDeregisterAny(callback_id)
+            if conn.isAlive():
+                for callback_id in callback_ids:
+                    conn.domainEventDeregisterAny(callback_id)
             conn.unregisterCloseCallback()
         except libvirt.libvirtError:
             pass
