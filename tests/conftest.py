@@ -143,6 +143,23 @@ def module(lab):
 
 
 @pytest.fixture
+def api_requests(monkeypatch):
+    """Every request our modules' client sends (in-process modules), as (method, path, query), recorded on the way
+    to the real API server, which answers it as always."""
+    from ansible_collections.virtops.kubevirt.plugins.module_utils.client import KubeClient
+
+    sent = []
+    send = KubeClient.request
+
+    def request(self, method, path, query=None, *args, **kwargs):
+        sent.append((method, path, dict(query or {})))
+        return send(self, method, path, query, *args, **kwargs)
+
+    monkeypatch.setattr(KubeClient, "request", request)
+    return sent
+
+
+@pytest.fixture
 def namespace(kubectl):
     """A fresh namespace per test (the lab's controller-manager finishes deleting it)."""
     name = f"t-{uuid.uuid4().hex[:8]}"

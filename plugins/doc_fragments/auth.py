@@ -106,6 +106,18 @@ options:
     default: 120
 """
 
+    BATCH = r"""
+options:
+  concurrency:
+    description:
+      - How many objects of a batch are applied at the same time (threads, each with its own connection).
+      - Before that, what exists is read with one LIST per namespace (narrowed by the labels all the namespace's
+        objects share) instead of a GET per object, when a namespace has 5 or more of them; a batch whose objects
+        are all as declared then sends that one request. A LIST that RBAC refuses falls back to a GET per object.
+    type: int
+    default: 8
+"""
+
     DELETE = r"""
 options:
   delete_options:

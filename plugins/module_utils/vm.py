@@ -25,6 +25,8 @@ from ansible_collections.virtops.kubevirt.plugins.module_utils.errors import (
     failure_message,
 )
 from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import (
+    UNREAD,
+    VMI,
     Kind,
     ObjectService,
     VmiService,
@@ -82,6 +84,15 @@ def set_run_strategy(doc, running=None, strategy=None, state="present"):
             option, spec.get("runStrategy") or spec.get("running"), state, doc["metadata"]["namespace"],
             doc["metadata"]["name"]))
     return doc
+
+
+def vmi_of(vm):
+    """The VMI a VM's controller makes, as far as a batch's LIST of VMIs needs it: name, namespace, the template's
+    labels (the VMI carries them) and the VMI API version."""
+    template = ((vm.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    meta = vm["metadata"]
+    return {"apiVersion": VMI.default_api_version, "kind": VMI.kind,
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "labels": template.get("labels") or {}}}
 
 
 def summarize_vm(obj):
@@ -169,33 +180,53 @@ class VmService(ObjectService):
 
     # --- the object ----------------------------------------------------------------
     def ensure(self, desired, state="present", force=False, wait=False, expectation=None, guest_agent=False,
-               wait_timeout=120):
+               wait_timeout=120, live=UNREAD, live_vmi=UNREAD):
+        """``live`` and ``live_vmi``: the VM and its VMI as a batch's LIST read them (None: missing); unread, they
+        are read with a GET each."""
         started = time.monotonic()
         meta = desired["metadata"]
         ns, name, api_version = meta["namespace"], meta["name"], desired["apiVersion"]
-        live = self.get(ns, name, api_version)
-        spec = desired.get("spec") or {}
+        live = self.observed(ns, name, api_version, live)
         if live is None:
-            if not spec.get("template"):
-                raise DefinitionError("spec is required to create VirtualMachine {0}/{1}, which does not exist: "
-                                      "set spec, definition or src".format(ns, name))
-            if run_strategy(spec) is None:
-                # kubevirt.core's default is running: yes; state=stopped means it is created stopped.
-                spec["runStrategy"] = "Halted" if state == "stopped" else "Always"
-            after = self._call("create", ns, name, self.client.create, self.kind.collection_path(ns, api_version),
-                               desired, dry_run=self.check_mode)
-            method = "created"
-        else:
+            after, live = self._create(desired, state)
+            method = "created" if live is None else None
+        if live is not None:
             after, method = self._update(desired, live, force)
         power, replaced_uid = None, None
         if state in ("started", "stopped", "restarted") and not (self.check_mode and method == "created"):
-            power, replaced_uid = self._power(after, state)
+            power, replaced_uid = self._power(after, state, live_vmi)
         changed = method != "unchanged" or power is not None
         if wait and not self.check_mode:
             after = self._wait(after, state, expectation, guest_agent, wait_timeout, power, replaced_uid)
         result = self._result(changed, method, live, after, started, summarize_vm(after))
         result["power_request"] = power
         return result
+
+    def _create(self, desired, state):
+        """(the created VM, None), or (None, the live VM) when it exists after all (a 409: created meanwhile, or
+        missed by a batch's narrowed LIST)."""
+        meta = desired["metadata"]
+        ns, name, api_version = meta["namespace"], meta["name"], desired["apiVersion"]
+        spec = desired.get("spec") or {}
+        if not spec.get("template"):
+            raise DefinitionError("spec is required to create VirtualMachine {0}/{1}, which does not exist: "
+                                  "set spec, definition or src".format(ns, name))
+        body = desired
+        if run_strategy(spec) is None:
+            # kubevirt.core's default is running: yes; state=stopped means it is created stopped. Only the new VM
+            # gets it: an existing VM's run strategy is left alone.
+            body = dict(desired, spec=dict(spec, runStrategy="Halted" if state == "stopped" else "Always"))
+        try:
+            return self.client.create(self.kind.collection_path(ns, api_version), body,
+                                      dry_run=self.check_mode), None
+        except ConflictError:
+            live = self.get(ns, name, api_version)
+            if live is None:
+                raise KubeVirtOpsError("Failed to create VirtualMachine {0}/{1}: the server answered 409 (it exists), "
+                                       "then a GET found none (deleted meanwhile?)".format(ns, name))
+            return None, live
+        except ApiError as exc:
+            raise KubeVirtOpsError(failure_message("create", self.kind.kind, ns, name, exc))
 
     def _update(self, desired, live, force):
         meta = desired["metadata"]
@@ -222,9 +253,10 @@ class VmService(ObjectService):
         return self._call("patch", ns, name, self.client.merge_patch, path, patch,
                           dry_run=self.check_mode), "patched"
 
-    def absent(self, namespace, name, delete_options=None, wait=False, wait_timeout=120, api_version=None):
+    def absent(self, namespace, name, delete_options=None, wait=False, wait_timeout=120, api_version=None,
+               live=UNREAD):
         started = time.monotonic()
-        live = self.get(namespace, name, api_version)
+        live = self.observed(namespace, name, api_version, live)
         if live is None:
             return self._result(False, "unchanged", None, None, started, {})
         try:
@@ -239,12 +271,12 @@ class VmService(ObjectService):
         return self._result(True, "deleted", live, None, started, {})
 
     # --- power -----------------------------------------------------------------
-    def _power(self, vm, state):
+    def _power(self, vm, state, live_vmi=UNREAD):
         """Send start, stop or restart when the observed state needs it: (the verb sent or None, the uid of the
         VMI a restart replaces)."""
         ns, name = vm["metadata"]["namespace"], vm["metadata"]["name"]
         strategy = run_strategy(vm.get("spec"))
-        vmi = self.vmis.get(ns, name)
+        vmi = self.vmis.observed(ns, name, live=live_vmi)
         if state == "restarted":
             verb = "restart"
         elif state == "started":

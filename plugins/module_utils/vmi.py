@@ -45,6 +45,8 @@ KIND = "VirtualMachineInstance"
 PLURAL = "virtualmachineinstances"
 API_VERSIONS = ("kubevirt.io/v1", "kubevirt.io/v1alpha3")
 DEFAULT_API_VERSION = "kubevirt.io/v1"
+# A service's ``live`` argument when the caller has not read the object: the service GETs it.
+UNREAD = object()
 
 
 def collection_path(namespace=None, api_version=DEFAULT_API_VERSION):
@@ -225,6 +227,10 @@ class ObjectService:
         except ApiError as exc:
             raise KubeVirtOpsError(failure_message(verb, self.kind.kind, namespace, name, exc))
 
+    def observed(self, namespace, name, api_version=None, live=UNREAD):
+        """The live object, as the caller read it already (a batch's LIST) or with a GET; None when missing."""
+        return self.get(namespace, name, api_version) if live is UNREAD else live
+
     def get(self, namespace, name, api_version=None):
         try:
             return self.client.get(self.kind.object_path(namespace, name, api_version))
@@ -276,12 +282,12 @@ class VmiService(ObjectService):
 
     # --- states ---------------------------------------------------------------
     def present(self, desired, recreate=False, wait=False, expectation=None, wait_timeout=120,
-                delete_options=None):
+                delete_options=None, live=UNREAD):
         started = time.monotonic()
         meta = desired["metadata"]
         ns, name, api_version = meta["namespace"], meta["name"], desired["apiVersion"]
         coll = collection_path(ns, api_version)
-        live = self.get(ns, name, api_version)
+        live = self.observed(ns, name, api_version, live)
         method = "unchanged"
         after = live
         if live is None:
@@ -289,7 +295,7 @@ class VmiService(ObjectService):
                 after = self.client.create(coll, desired, dry_run=self.check_mode)
                 method = "created"
             except ConflictError:
-                live = self.get(ns, name, api_version)  # someone created it meanwhile
+                live = self.get(ns, name, api_version)  # someone created it meanwhile (or a narrowed LIST missed it)
                 if live is None:
                     raise
                 after = live
@@ -336,9 +342,9 @@ class VmiService(ObjectService):
         return self._call("create", ns, name, self.client.create, collection_path(ns, api_version), desired)
 
     def absent(self, namespace, name, delete_options=None, wait=False, wait_timeout=120,
-               api_version=DEFAULT_API_VERSION):
+               api_version=DEFAULT_API_VERSION, live=UNREAD):
         started = time.monotonic()
-        live = self.get(namespace, name, api_version)
+        live = self.observed(namespace, name, api_version, live)
         if live is None:
             return self._result(False, "unchanged", None, None, started)
         try:

@@ -32,6 +32,7 @@ author:
 extends_documentation_fragment:
   - virtops.kubevirt.auth
   - virtops.kubevirt.auth.DELETE
+  - virtops.kubevirt.auth.BATCH
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -149,10 +150,6 @@ options:
     type: list
     elements: str
     default: [metadata.managedFields]
-  concurrency:
-    description: How many VMs of a batch are applied at the same time.
-    type: int
-    default: 8
 seealso:
   - module: virtops.kubevirt.vm_info
   - module: virtops.kubevirt.vmi_power
@@ -262,9 +259,9 @@ last_seen:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtops.kubevirt.plugins.module_utils.args import auth_spec, delete_spec
-from ansible_collections.virtops.kubevirt.plugins.module_utils.batch import DEFAULT_CONCURRENCY, run_batch
-from ansible_collections.virtops.kubevirt.plugins.module_utils.common import run
+from ansible_collections.virtops.kubevirt.plugins.module_utils.args import auth_spec, batch_spec, delete_spec
+from ansible_collections.virtops.kubevirt.plugins.module_utils.batch import list_live, run_batch
+from ansible_collections.virtops.kubevirt.plugins.module_utils.common import check_concurrency, run
 from ansible_collections.virtops.kubevirt.plugins.module_utils.info import DEFAULT_HIDDEN_FIELDS
 from ansible_collections.virtops.kubevirt.plugins.module_utils.vm import (
     RUN_STRATEGIES,
@@ -273,8 +270,11 @@ from ansible_collections.virtops.kubevirt.plugins.module_utils.vm import (
     expectation_from_params,
     set_run_strategy,
     vm_spec_from_options,
+    vmi_of,
 )
 from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import (
+    UNREAD,
+    VMI,
     build_definitions,
     delete_options_from_params,
 )
@@ -285,6 +285,7 @@ SPEC_OPTIONS = ("spec", "instancetype", "preference", "data_volume_templates")
 def argument_spec():
     spec = auth_spec()
     spec.update(delete_spec())
+    spec.update(batch_spec())
     spec.update(
         state=dict(type="str", default="present", choices=["present", "absent", "started", "stopped", "restarted"]),
         definition=dict(type="raw", aliases=["resource_definition"]),
@@ -312,7 +313,6 @@ def argument_spec():
         wait_sleep=dict(type="int", default=5),
         wait_timeout=dict(type="int", default=120),
         hidden_fields=dict(type="list", elements="str", default=list(DEFAULT_HIDDEN_FIELDS)),
-        concurrency=dict(type="int", default=DEFAULT_CONCURRENCY),
     )
     return spec
 
@@ -325,8 +325,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if p["concurrency"] < 1:
-        module.fail_json(msg="concurrency: must be at least 1, not {0}".format(p["concurrency"]))
+    check_concurrency(module)
     wait_for = p["wait_for"] or {}
 
     def action(client):
@@ -339,14 +338,21 @@ def main():
         )
         desired = [set_run_strategy(doc, p["running"], p["run_strategy"], p["state"]) for doc in desired]
         service = VmService(client, module.check_mode, p["hidden_fields"], module._diff)
+        live, live_vmis = {}, {}
+        if len(desired) > 1:
+            live = list_live(client, VM, desired)
+            if p["state"] in ("started", "stopped"):
+                live_vmis = list_live(client, VMI, [vmi_of(doc) for doc in desired])
 
         def apply(obj):
+            meta = obj["metadata"]
+            key = (meta["namespace"], meta["name"])
             if p["state"] == "absent":
-                meta = obj["metadata"]
                 return service.absent(meta["namespace"], meta["name"], delete_options_from_params(p["delete_options"]),
-                                      p["wait"], p["wait_timeout"], obj["apiVersion"])
+                                      p["wait"], p["wait_timeout"], obj["apiVersion"], live=live.get(key, UNREAD))
             return service.ensure(obj, p["state"], p["force"], p["wait"], expectation_from_params(wait_for),
-                                  wait_for.get("guest_agent", False), p["wait_timeout"])
+                                  wait_for.get("guest_agent", False), p["wait_timeout"], live=live.get(key, UNREAD),
+                                  live_vmi=live_vmis.get(key, UNREAD))
 
         return apply(desired[0]) if len(desired) == 1 else run_batch(desired, apply, VM.kind, p["concurrency"])
 

@@ -31,6 +31,7 @@ extends_documentation_fragment:
   - virtops.kubevirt.auth
   - virtops.kubevirt.auth.WAIT
   - virtops.kubevirt.auth.DELETE
+  - virtops.kubevirt.auth.BATCH
 attributes:
   check_mode:
     description: Can run in check mode and return changed status prediction without modifying target.
@@ -59,11 +60,6 @@ options:
     description:
       - Path to a manifest file, like C(kubectl create -f vmi.yaml). Several YAML documents in it are a batch.
     type: path
-  concurrency:
-    description:
-      - How many VMIs of a batch are applied at the same time (threads, each with its own connection).
-    type: int
-    default: 8
   name:
     description: Name of the VMI. Required unless the definition or O(src) has C(metadata.name).
     type: str
@@ -200,12 +196,19 @@ last_seen:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.virtops.kubevirt.plugins.module_utils.args import auth_spec, delete_spec, wait_spec
-from ansible_collections.virtops.kubevirt.plugins.module_utils.batch import DEFAULT_CONCURRENCY, run_batch
-from ansible_collections.virtops.kubevirt.plugins.module_utils.common import run
+from ansible_collections.virtops.kubevirt.plugins.module_utils.args import (
+    auth_spec,
+    batch_spec,
+    delete_spec,
+    wait_spec,
+)
+from ansible_collections.virtops.kubevirt.plugins.module_utils.batch import list_live, run_batch
+from ansible_collections.virtops.kubevirt.plugins.module_utils.common import check_concurrency, run
 from ansible_collections.virtops.kubevirt.plugins.module_utils.info import DEFAULT_HIDDEN_FIELDS
 from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import (
     KIND,
+    UNREAD,
+    VMI,
     VmiService,
     build_definitions,
     delete_options_from_params,
@@ -217,6 +220,7 @@ def argument_spec():
     spec = auth_spec()
     spec.update(wait_spec())
     spec.update(delete_spec())
+    spec.update(batch_spec())
     spec.update(
         state=dict(type="str", default="present", choices=["present", "absent"]),
         definition=dict(type="raw", aliases=["resource_definition"]),
@@ -229,7 +233,6 @@ def argument_spec():
         api_version=dict(type="str", default="kubevirt.io/v1", choices=["kubevirt.io/v1", "kubevirt.io/v1alpha3"]),
         recreate=dict(type="bool", default=False),
         hidden_fields=dict(type="list", elements="str", default=list(DEFAULT_HIDDEN_FIELDS)),
-        concurrency=dict(type="int", default=DEFAULT_CONCURRENCY),
     )
     return spec
 
@@ -241,9 +244,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-
-    if p["concurrency"] < 1:
-        module.fail_json(msg="concurrency: must be at least 1, not {0}".format(p["concurrency"]))
+    check_concurrency(module)
     delete_options = delete_options_from_params(p["delete_options"])
     expectation = Expectation.from_params(p["wait_for"])
 
@@ -253,13 +254,16 @@ def main():
             p["api_version"], client.settings.namespace or "default", need_spec=p["state"] == "present",
         )
         service = VmiService(client, module.check_mode, p["hidden_fields"], module._diff)
+        live = list_live(client, VMI, desired) if len(desired) > 1 else {}
 
         def apply(obj):
+            meta = obj["metadata"]
+            seen = live.get((meta["namespace"], meta["name"]), UNREAD)
             if p["state"] == "absent":
-                meta = obj["metadata"]
                 return service.absent(meta["namespace"], meta["name"], delete_options, p["wait"], p["wait_timeout"],
-                                      obj["apiVersion"])
-            return service.present(obj, p["recreate"], p["wait"], expectation, p["wait_timeout"], delete_options)
+                                      obj["apiVersion"], live=seen)
+            return service.present(obj, p["recreate"], p["wait"], expectation, p["wait_timeout"], delete_options,
+                                   live=seen)
 
         if len(desired) == 1:
             return apply(desired[0])

@@ -136,6 +136,19 @@ def test_a_batch_applies_the_good_ones_and_names_the_bad_one(vm, stack_lab, ns):
     assert again["changed"] is False and [r["method"] for r in again["results"]] == ["unchanged", "unchanged"]
 
 
+def test_a_no_op_batch_of_stopped_vms_sends_two_lists(vm, stack_lab, ns, api_requests):
+    docs = [{"metadata": {"name": f"s{i}", "labels": {"app": "batch"}},
+             "spec": {"template": {"metadata": {"labels": {"app": "batch"}}, "spec": TEMPLATE}}} for i in range(5)]
+    first = vm(definition=docs, namespace=ns, state="stopped")
+    assert [(r["method"], r["summary"]["run_strategy"]) for r in first["results"]] == [("created", "Halted")] * 5
+    api_requests.clear()
+    again = vm(definition=docs, namespace=ns, state="stopped", check_mode=True)
+    assert again["changed"] is False and {r["power_request"] for r in again["results"]} == {None}
+    # The VMs, then their VMIs (to know that none runs): one LIST each, narrowed by the shared label.
+    assert [(m, p.rsplit("/", 1)[1], q.get("labelSelector")) for m, p, q in api_requests] == [
+        ("GET", "virtualmachines", "app=batch"), ("GET", "virtualmachineinstances", "app=batch")]
+
+
 def test_delete_takes_the_vmi_with_it(vm, stack_lab, ns):
     _info, kubectl = stack_lab
     vm(name="gone", namespace=ns, spec=TEMPLATE, wait=True)

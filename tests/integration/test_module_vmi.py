@@ -268,6 +268,74 @@ def test_a_batch_in_check_mode_changes_nothing_and_deletes_as_a_batch(module, ku
     assert json.loads(kubevirt_api("-n", namespace, "get", "vmis", "-o", "json"))["items"] == []
 
 
+def sent(api_requests):
+    """The requests recorded by api_requests as (method, path, labelSelector or None)."""
+    return [(method, path, query.get("labelSelector")) for method, path, query in api_requests]
+
+
+def test_a_no_op_batch_sends_one_list_and_nothing_else(module, kubevirt_api, namespace, api_requests):
+    vmis = [manifest(name=f"n{i}", index=str(i)) for i in range(6)]  # they share only special=testvmi
+    collection = f"/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances"
+    created = module("vmi", {"definition": vmis, "namespace": namespace})
+    assert [r["method"] for r in created["results"]] == ["created"] * 6
+    assert sent(api_requests)[0] == ("GET", collection, "special=testvmi")
+    for check_mode in (True, False):
+        api_requests.clear()
+        again = module("vmi", {"definition": vmis, "namespace": namespace}, check_mode=check_mode)
+        assert again["changed"] is False and [r["method"] for r in again["results"]] == ["unchanged"] * 6
+        assert again["results"][5]["vmi"]["metadata"]["name"] == "n5"  # the listed object, as a GET returns it
+        assert again["results"][5]["vmi"]["kind"] == "VirtualMachineInstance"
+        assert sent(api_requests) == [("GET", collection, "special=testvmi")]
+    api_requests.clear()
+    gone = module("vmi", {"definition": vmis, "namespace": namespace, "state": "absent"})
+    assert [r["method"] for r in gone["results"]] == ["deleted"] * 6
+    assert sorted(m for m, _p, _s in sent(api_requests)) == ["DELETE"] * 6 + ["GET"]
+    api_requests.clear()
+    assert module("vmi", {"definition": vmis, "namespace": namespace, "state": "absent"})["changed"] is False
+    assert sent(api_requests) == [("GET", collection, "special=testvmi")]
+
+
+def test_a_batch_patches_only_what_differs_and_finds_a_vmi_the_narrowed_list_missed(
+        module, kubevirt_api, namespace, api_requests):
+    vmis = [manifest(name=f"p{i}") for i in range(5)]
+    module("vmi", {"definition": vmis, "namespace": namespace})
+    # p2's label no longer matches the shared selector (special=testvmi), so the LIST does not return it; p3 is
+    # declared with one more label.
+    kubevirt_api("-n", namespace, "label", "vmi", "p2", "special=elsewhere", "--overwrite")
+    vmis[3]["metadata"]["labels"]["tier"] = "db"
+    api_requests.clear()
+    result = module("vmi", {"definition": vmis, "namespace": namespace, "concurrency": 1})
+    assert [r["method"] for r in result["results"]] == ["unchanged", "unchanged", "patched", "patched", "unchanged"]
+    assert result["changed"] is True
+    p2 = f"/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/p2"
+    assert [(m, p) for m, p, _s in sent(api_requests)][1:] == [
+        ("POST", p2.rsplit("/", 1)[0]), ("GET", p2), ("PATCH", p2), ("PATCH", p2.replace("p2", "p3"))]
+    assert kubevirt_api("-n", namespace, "get", "vmi", "p2", "-o", "jsonpath={.metadata.labels.special}") == "testvmi"
+    api_requests.clear()
+    again = module("vmi", {"definition": vmis, "namespace": namespace})
+    assert again["changed"] is False and len(api_requests) == 1
+
+
+def test_a_small_batch_or_a_refused_list_reads_each_vmi_with_a_get(module, kubevirt_api, namespace, api_requests):
+    # RBAC that grants get, create and patch but not list: the LIST gets 403, each VMI then gets its own GET.
+    kubevirt_api("-n", namespace, "create", "role", "no-list", "--verb=get,create,patch",
+                 "--resource=virtualmachineinstances.kubevirt.io")
+    kubevirt_api("-n", namespace, "create", "rolebinding", "no-list", "--role=no-list", "--user=lister")
+    vmis = [manifest(name=f"g{i}") for i in range(5)]
+    first = module("vmi", {"definition": vmis, "namespace": namespace, "impersonate_user": "lister"})
+    assert first["changed"] is True and [r["method"] for r in first["results"]] == ["created"] * 5
+    api_requests.clear()
+    again = module("vmi", {"definition": vmis, "namespace": namespace, "impersonate_user": "lister"})
+    assert again["changed"] is False
+    collection = f"/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances"
+    assert [s for _m, p, s in sent(api_requests) if p == collection] == ["special=testvmi"]  # the refused LIST
+    assert sorted(p for m, p, _s in sent(api_requests) if p != collection) == [
+        f"{collection}/g{i}" for i in range(5)]
+    api_requests.clear()
+    module("vmi", {"definition": vmis[:2], "namespace": namespace})
+    assert [m for m, _p, _s in sent(api_requests)] == ["GET", "GET"]  # two objects: no LIST
+
+
 @pytest.fixture
 def node(lab, kubevirt_api, namespace):
     """A real node agent on this host's libvirt, serving the test's namespace."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 
 import pytest
-from ansible_collections.virtops.kubevirt.plugins.module_utils.batch import run_batch
+from ansible_collections.virtops.kubevirt.plugins.module_utils.batch import list_live, run_batch, shared_labels
 from ansible_collections.virtops.kubevirt.plugins.module_utils.errors import (
     BatchError,
     DefinitionError,
+    ForbiddenError,
     KubeVirtOpsError,
 )
 from ansible_collections.virtops.kubevirt.plugins.module_utils.vm import (
@@ -20,7 +21,7 @@ from ansible_collections.virtops.kubevirt.plugins.module_utils.vm import (
     summarize_vm,
     vm_spec_from_options,
 )
-from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import build_definition, build_definitions
+from ansible_collections.virtops.kubevirt.plugins.module_utils.vmi import VMI, build_definition, build_definitions
 
 
 def obj(name, ns="n"):
@@ -82,6 +83,49 @@ def test_run_batch_result_has_a_diff_per_object():
                        "VirtualMachineInstance")
     assert result["changed"] is False and len(result["diff"]) == 2
     assert all("diff" not in r for r in result["results"])
+
+
+def declared(name, ns="n", **labels):
+    return {"apiVersion": "kubevirt.io/v1", "metadata": {"name": name, "namespace": ns, "labels": labels}}
+
+
+class ListingClient:
+    """Answers LISTs from a dict of namespace -> items and records each (path, labelSelector); forbidden: the
+    namespaces whose LIST RBAC refuses."""
+
+    def __init__(self, items, forbidden=()):
+        self.items, self.forbidden, self.lists = items, forbidden, []
+
+    def list_all(self, path, query=None):
+        namespace = path.split("/namespaces/")[1].split("/")[0]
+        self.lists.append((path, (query or {}).get("labelSelector")))
+        if namespace in self.forbidden:
+            raise ForbiddenError(403, "Forbidden", "cannot list")
+        return [dict(item) for item in self.items.get(namespace, [])], "1"
+
+
+def test_shared_labels_are_the_labels_every_object_carries():
+    assert shared_labels([declared("a", app="x", tier="1"), declared("b", app="x", tier="2")]) == {"app": "x"}
+    assert shared_labels([declared("a", app="x"), declared("b")]) == {}
+
+
+def test_a_batch_reads_each_namespace_with_one_list_narrowed_by_shared_labels():
+    big = [declared(f"v{i}", app="web", idx=str(i)) for i in range(5)]
+    small = [declared("s0", ns="few"), declared("s1", ns="few")]
+    client = ListingClient({"n": [{"metadata": {"name": "v1", "namespace": "n"}}]})
+    live = list_live(client, VMI, big + small)
+    assert client.lists == [("/apis/kubevirt.io/v1/namespaces/n/virtualmachineinstances", "app=web")]
+    # Listed: v1 exists (with apiVersion and kind as a GET has them), the others do not; "few" is left to GETs.
+    assert live[("n", "v1")]["kind"] == "VirtualMachineInstance" and live[("n", "v1")]["apiVersion"]
+    assert [live[("n", f"v{i}")] for i in (0, 2, 3, 4)] == [None] * 4
+    assert ("few", "s0") not in live and ("few", "s1") not in live
+
+
+def test_a_list_that_rbac_refuses_leaves_every_object_to_its_own_get():
+    objects = [declared(f"v{i}") for i in range(6)]
+    client = ListingClient({}, forbidden=("n",))
+    assert list_live(client, VMI, objects) == {}
+    assert client.lists == [("/apis/kubevirt.io/v1/namespaces/n/virtualmachineinstances", None)]
 
 
 def test_vm_from_options_puts_spec_and_labels_on_the_template_like_kubevirt_core():
