@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from conftest import wait_until
 from virtops.controller.controller import (
+    AGENT_FINALIZER,
     CAPACITY_ANNOTATION,
     LABELS_ANNOTATION,
     Controller,
@@ -171,6 +172,26 @@ def test_vmis_of_a_dead_node_are_marked_then_failed(client, kubevirt_api, namesp
     cond = wait_until(lambda: next((c for c in get(client, namespace, "after").get("status", {})
                                     .get("conditions", []) if c["type"] == "PodScheduled"), None))
     assert "lease expired" in cond["message"]
+
+
+def test_vmis_of_a_node_whose_lease_is_deleted_fail_and_can_be_deleted(
+        client, kubevirt_api, namespace, lease_ns, controller):
+    heartbeat(client, lease_ns, "vanished", duration=5)
+    body = vmi("stranded")
+    body["metadata"]["finalizers"] = [AGENT_FINALIZER]  # held by the node's agent, as a running VMI is
+    create(client, namespace, body)
+    wait_until(lambda: get(client, namespace, "stranded")["status"].get("nodeName") == "vanished")
+    # The node goes with its Lease (removed, or its agent uninstalled): no renewal will ever come. Judged like
+    # an expired Lease from its last renewal, the VMI fails after the grace period.
+    client.delete(path_for("coordination.k8s.io/v1", "leases", lease_ns, "vanished"))
+    final = wait_until(lambda: (o := get(client, namespace, "stranded"))["status"].get("phase") == "Failed" and o,
+                       attempts=600)
+    ready = next(c for c in final["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "NodeUnresponsive"
+    assert ready["message"].startswith("node vanished has no heartbeat Lease")
+    # ... and its delete finishes: no agent will ever remove its finalizer.
+    client.delete(path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, "stranded"))
+    wait_until(lambda: vmi_or_none(client, namespace, "stranded") is None, attempts=400)
 
 
 def test_only_one_replica_leads(client, lease_ns):

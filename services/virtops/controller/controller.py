@@ -116,7 +116,13 @@ class Controller:
         self.vms: dict[tuple[str, str], dict] = {}
         self.vm_reconciler = VmReconciler(client)
         self.node_secrets = NodeSecretAccess(client)
-        self.nodes: dict[str, Node] = {}
+        self.nodes: dict[str, Node] = {}  # schedulable: a usable heartbeat Lease
+        # Nodes that VMIs name but that have no Lease (deleted, or never seen): still judged, as the node lifecycle
+        # controller judges a node whose Lease is gone, from the last renewal seen (or from when first missed),
+        # so their VMIs fail and can be deleted instead of waiting for an agent that may never come back.
+        self.lost: dict[str, Node] = {}
+        self.leased: set[str] = set()  # every node with a Lease, usable or not (an unusable one is not judged)
+        self.leases_synced = False
         # kube-scheduler's "assume": a VMI counts on its node from the moment its bind is sent, not only once
         # the watch brings the bound object back (else a burst of pending VMIs all see the same free room).
         # Forgotten when the bind fails or the informer shows the VMI bound (or gone).
@@ -166,13 +172,25 @@ class Controller:
         with self.lock:
             before = {name: self._placement_view(n, now) for name, n in self.nodes.items()}
             if kind == "SYNC":
+                self.leased = {lease_node_name(lease) for lease in obj["items"]}
+                gone = {name: n for name, n in self.nodes.items() if name not in self.leased}
                 self.nodes = {n.name: n for n in map(node_from_lease, obj["items"]) if n}
+                self.lost = {name: n for name, n in {**self.lost, **gone}.items() if name not in self.leased}
+                self.leases_synced = True
+            elif kind == "DELETED":  # not scheduled onto; its VMIs are judged by its last renewal
+                name = lease_node_name(obj)
+                self.leased.discard(name)
+                if name in self.nodes:
+                    self.lost[name] = self.nodes.pop(name)
             else:
-                node = node_from_lease(obj) if kind != "DELETED" else None
+                name = lease_node_name(obj)
+                self.leased.add(name)
+                self.lost.pop(name, None)
+                node = node_from_lease(obj)
                 if node:
                     self.nodes[node.name] = node
-                else:  # gone, or no longer usable: neither scheduled onto nor judged by a stale renewal
-                    self.nodes.pop(lease_node_name(obj), None)
+                else:  # no longer usable: neither scheduled onto nor judged by a stale renewal
+                    self.nodes.pop(name, None)
             after = {name: self._placement_view(n, now) for name, n in self.nodes.items()}
             # A heartbeat that only renews a live node changes no placement: pending VMIs stay where they
             # are (each renewal of each node used to queue every one of them again).
@@ -335,13 +353,22 @@ class Controller:
         ones from the node agent's finalizer (the agent that would remove it is gone)."""
         now = now_utc()
         with self.lock:
-            dead = {n.name: n for n in self.nodes.values() if not n.alive(now)}
+            if not self.leases_synced:
+                return  # a node not listed yet is not a node without a Lease
+            named = {(v.get("status") or {}).get("nodeName") for v in self.vmis.values()} - {None, ""}
+            # A node no Lease speaks for is lost from the first time it is missed: it gets a lease duration and
+            # the grace period from then, like a node the node lifecycle controller sees for the first time.
+            self.lost = {name: self.lost.get(name) or Node(name=name, renewed=now)
+                         for name in named - set(self.nodes) - self.leased}
+            dead = {n.name: n for n in [*self.nodes.values(), *self.lost.values()] if not n.alive(now)}
             victims = [v for v in self.vmis.values() if (v.get("status") or {}).get("nodeName") in dead]
+            lost = set(self.lost)
         for vmi in victims:
             node = dead[vmi["status"]["nodeName"]]
             path = path_for(VMI_API, "virtualmachineinstances", *key_of(vmi))
             since = rfc3339(node.renewed) if node.renewed else "it started"
-            message = f"node {node.name} has not renewed its lease since {since}"
+            message = (f"node {node.name} has no heartbeat Lease, none renewed since {since}" if node.name in lost
+                       else f"node {node.name} has not renewed its lease since {since}")
             final = (vmi.get("status") or {}).get("phase") in FINAL_PHASES
             finalizers = (vmi.get("metadata") or {}).get("finalizers") or []
             try:
