@@ -21,6 +21,7 @@ from virtops.controller.controller import (
     LeaderElector,
     ensure_namespace,
 )
+from virtops.controller.vms import VmReconciler
 from virtops.kube import ConflictError, KubeClient, path_for, unchanged_since
 
 
@@ -248,6 +249,19 @@ def test_vm_run_strategies_drive_its_vmi(client, kubevirt_api, namespace, lease_
     # Back to Always: it runs again.
     client.merge_patch(vm_path(namespace, "vm1"), {"spec": {"runStrategy": "Always"}})
     wait_until(lambda: vmi_or_none(client, namespace, "vm1"))
+
+
+def test_a_status_meant_for_a_deleted_vm_never_lands_on_the_vm_made_again_under_its_name(
+        client, kubevirt_api, namespace):
+    body = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": "reborn"},
+            "spec": {"runStrategy": "Halted", "template": {"spec": vmi("ignored")["spec"]}}}
+    old = client.create(vm_path(namespace), body)
+    client.delete(vm_path(namespace, "reborn"))
+    new = client.create(vm_path(namespace), body)
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+    # A reconcile that read the old VM writes its status late (the informer had not seen the delete yet).
+    VmReconciler(client).reconcile(old, None)
+    assert "status" not in client.get(vm_path(namespace, "reborn"))
 
 
 def test_rerun_on_failure_replaces_only_a_failed_vmi(client, kubevirt_api, namespace, lease_ns, controller):

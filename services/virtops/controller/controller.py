@@ -254,9 +254,10 @@ class Controller:
                 return
             self._patch_status(path, version, vmi, {"phase": "Scheduling"}, None)
             fresh = self.client.get(path)
-            if fresh.get("status", {}).get("phase") != "Scheduling" or fresh.get("status", {}).get("nodeName"):
+            if (fresh.get("status", {}).get("phase") != "Scheduling" or fresh.get("status", {}).get("nodeName")
+                    or fresh["metadata"].get("uid") != vmi["metadata"].get("uid")):
                 self.node_secrets.forget(vmi)
-                return  # someone else moved it on meanwhile (deleted, failed, bound): never overwrite that
+                return  # someone else moved it on meanwhile (deleted, failed, bound, made again): never overwrite that
             labels = dict(fresh["metadata"].get("labels") or {}, **{NODE_LABEL: node})
             status = dict(fresh.get("status") or {})
             status.update(phase="Scheduled", nodeName=node)

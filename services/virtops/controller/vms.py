@@ -134,8 +134,10 @@ class VmReconciler:
         old = vm.get("status") or {}
         if all(old.get(k) == v for k, v in status.items()):
             return
-        try:
+        try:  # guarded: a VM deleted and made again under its name must not get the status meant for the old one
             self.client.merge_patch(path_for(API, "virtualmachines", vm["metadata"]["namespace"],
-                                             vm["metadata"]["name"], "status"), {"status": status})
+                                             vm["metadata"]["name"], "status"),
+                                    {"metadata": {"resourceVersion": vm["metadata"]["resourceVersion"]},
+                                     "status": status})
         except (ConflictError, NotFoundError):
-            pass
+            pass  # changed or gone meanwhile: its next event brings the VM as it is now
