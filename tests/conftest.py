@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -187,3 +189,23 @@ def stack_lab():
         yield info, kubectl
     finally:
         plane.down()
+
+
+@contextlib.contextmanager
+def fresh_namespace(kubectl: Kubectl, prefix: str, kinds: str = "vms,vmis") -> Iterator[str]:
+    """A new namespace; at the end its objects of ``kinds`` are deleted and waited for (their VMIs' domains end
+    before the next test), then the namespace is left to the lab's controller-manager."""
+    name = f"{prefix}-{os.urandom(3).hex()}"
+    kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kubectl("delete", kinds, "--all", "-n", name, "--wait=true", "--timeout=60s")
+        kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture
+def stack_ns(stack_lab):
+    """A fresh namespace in the stack lab."""
+    with fresh_namespace(stack_lab[1], "vm") as name:
+        yield name

@@ -4,7 +4,6 @@ and start/stop/restart go through the subresource API."""
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from conftest import run_module
@@ -17,13 +16,8 @@ TEMPLATE = {"terminationGracePeriodSeconds": 1,
 
 
 @pytest.fixture
-def ns(stack_lab):
-    _info, kubectl = stack_lab
-    name = f"vm-{os.urandom(3).hex()}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "vms,vmis", "--all", "-n", name, "--wait=true", "--timeout=60s")
-    kubectl("delete", "namespace", name, "--wait=false")
+def ns(stack_ns):
+    return stack_ns
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from conftest import CRDS, USER_ROLES, Kubectl, recap, run_module, run_playbook, wait_until
+from conftest import CRDS, USER_ROLES, Kubectl, fresh_namespace, recap, run_module, run_playbook, wait_until
 
 libvirt = pytest.importorskip("libvirt")
 
@@ -36,12 +36,8 @@ def stack():
 
 @pytest.fixture
 def ns(stack):
-    _info, kubectl = stack
-    name = f"p-{os.urandom(3).hex()}"
-    kubectl("create", "namespace", name)
-    yield name
-    kubectl("delete", "vmis", "--all", "-n", name, "--wait=true", "--timeout=60s")
-    kubectl("delete", "namespace", name, "--wait=false")
+    with fresh_namespace(stack[1], "p", "vmis") as name:
+        yield name
 
 
 def power(stack, check_mode=False, **args):

@@ -19,8 +19,15 @@ unset; "<strategy> does not support manual start requests" for Always/Once), Sto
 shorter graceperiod"), RestartVMRequestHandler ("RunStategy <s> does not support manual restart
 requests" — KubeVirt's spelling — for Halted/Once; "VM is not running: Halted" without a VMI).
 Conflicts name `virtualmachineinstance.kubevirt.io` or `virtualmachine.kubevirt.io` as KubeVirt's
-`v1.Resource(...)` does. Where KubeVirt uses VM status stateChangeRequests (runStrategy Manual and
-RerunOnFailure) we answer 409 saying so, since our controller does not act on them.
+`v1.Resource(...)` does.
+
+Start, stop and restart of a VM whose runStrategy the controller cannot express in the spec (Manual,
+RerunOnFailure; restart for every strategy) write KubeVirt's `status.stateChangeRequests` (getChangeRequestJson):
+a JSON patch of the VM's status subresource whose first operation tests that the list is still what the API
+read, so two requests racing cannot both land (the loser gets 409 with the API server's words). A pending
+request refuses a new start or restart with KubeVirt's 500 "unable to complete request: stop/start already
+underway"; a stop replaces whatever is pending. The controller (controller/vms.py) acts on the first request
+and removes it once done.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ from virtops.kubevirt import FINAL_PHASES, run_strategy
 KUBEVIRT = "kubevirt.io"
 VMI_KIND = "virtualmachineinstance"
 VM_KIND = "virtualmachine"
+START_REQUEST, STOP_REQUEST = "Start", "Stop"  # KubeVirt's StateChangeRequestAction values
+UNDERWAY = "unable to complete request: stop/start already underway"
 
 Obj = dict[str, Any]
 
@@ -154,6 +163,20 @@ class Subresources:
         except ApiError as exc:
             raise internal(exc.message) from exc
 
+    def _request_state_change(self, vm: Obj, dry_run: bool, *changes: Obj) -> None:
+        """Append ``changes`` to the VM's status.stateChangeRequests, guarded by a test of the list as read."""
+        meta = vm["metadata"]
+        path = path_for("kubevirt.io/v1", "virtualmachines", meta["namespace"], meta["name"], "status")
+        try:
+            self.client.request("PATCH", path, {"dryRun": "All" if dry_run else None},
+                                change_request_patch(vm, *changes), "application/json-patch+json")
+        except StatusError:
+            raise
+        except ApiError as exc:
+            if is_failed_test(exc):
+                raise conflict(KUBEVIRT, VM_KIND, meta["name"], exc.message) from exc
+            raise internal(exc.message) from exc
+
     def start(self, namespace: str, name: str, dry_run: bool = False) -> None:
         vm = self._vm(namespace, name)
         vmi = self._vmi_or_none(namespace, name)
@@ -163,9 +186,18 @@ class Subresources:
         strategy = run_strategy(vm)
         if strategy in ("Always", "Once"):
             raise conflict(KUBEVIRT, VM_KIND, name, f"{strategy} does not support manual start requests")
-        if strategy != "Halted":
-            raise conflict(KUBEVIRT, VM_KIND, name, f"{strategy} is not supported by this server's start")
-        self._set_running(vm, True, dry_run)
+        if strategy == "Halted":
+            self._set_running(vm, True, dry_run)
+            return
+        if strategy == "RerunOnFailure" and phase == "Failed":
+            raise conflict(KUBEVIRT, VM_KIND, name, "RerunOnFailure does not support starting VM from failed state")
+        # A VMI that finished (Manual; RerunOnFailure: Succeeded) is stopped first, then a new one starts.
+        finished = vmi is not None and (phase == "Succeeded" or (strategy == "Manual" and phase in FINAL_PHASES))
+        start = {"action": START_REQUEST}
+        if finished:
+            self._request_state_change(vm, dry_run, stop_request(vmi), start)
+        else:
+            self._request_state_change(vm, dry_run, start)
 
     def stop(self, namespace: str, name: str, dry_run: bool = False) -> None:
         vm = self._vm(namespace, name)
@@ -177,11 +209,12 @@ class Subresources:
                 raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running")
             raise conflict(KUBEVIRT, VM_KIND, name,
                            "Halted only supports manual stop requests with a shorter graceperiod")
-        if strategy not in ("Always", "Once"):
-            if not live:
-                raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running")
-            raise conflict(KUBEVIRT, VM_KIND, name, f"{strategy} is not supported by this server's stop")
-        self._set_running(vm, False, dry_run)
+        if strategy in ("Always", "Once"):
+            self._set_running(vm, False, dry_run)
+            return
+        if not live:
+            raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running")
+        self._request_state_change(vm, dry_run, stop_request(vmi))
 
     def restart(self, namespace: str, name: str, dry_run: bool = False) -> None:
         vm = self._vm(namespace, name)
@@ -191,22 +224,36 @@ class Subresources:
         vmi = self._vmi_or_none(namespace, name)
         if vmi is None:
             raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running: Halted")
-        if strategy != "Always":
-            raise conflict(KUBEVIRT, VM_KIND, name, f"{strategy} is not supported by this server's restart")
-        path = path_for("kubevirt.io/v1", "virtualmachineinstances", namespace, name)
-        # The VM controller recreates the VMI; the uid precondition spares a VMI it already recreated.
-        body = {"apiVersion": "v1", "kind": "DeleteOptions",
-                "preconditions": {"uid": vmi["metadata"]["uid"]}}
-        if dry_run:
-            body["dryRun"] = ["All"]
-        try:
-            self.client.delete(path, body)
-        except NotFoundError:
-            raise conflict(KUBEVIRT, VM_KIND, name, "VM is not running: Halted") from None
-        except ConflictError as exc:
-            raise conflict(KUBEVIRT, VM_KIND, name, exc.message) from exc
-        except ApiError as exc:
-            raise internal(exc.message) from exc
+        # The controller deletes this VMI (its uid: a newer one is spared), then starts a new one.
+        self._request_state_change(vm, dry_run, stop_request(vmi), {"action": START_REQUEST})
+
+
+def stop_request(vmi: Obj) -> Obj:
+    return {"action": STOP_REQUEST, "uid": vmi["metadata"]["uid"]}
+
+
+def change_request_patch(vm: Obj, *changes: Obj) -> list[Obj]:
+    """KubeVirt's JSON patch for new state change requests (getChangeRequestJson): without any status, add one;
+    else test that the list is what was read, then add to an empty list or, for a lone stop, replace it. Any
+    other pending request is KubeVirt's 500 "stop/start already underway"."""
+    status = vm.get("status") or {}
+    if not status:
+        return [{"op": "add", "path": "/status", "value": {"stateChangeRequests": list(changes)}}]
+    pending = status.get("stateChangeRequests") or []
+    if pending and not (len(changes) == 1 and changes[0]["action"] == STOP_REQUEST):
+        raise internal(UNDERWAY)
+    return [{"op": "test", "path": "/status/stateChangeRequests", "value": status.get("stateChangeRequests")},
+            {"op": "replace" if pending else "add", "path": "/status/stateChangeRequests", "value": list(changes)}]
+
+
+def is_failed_test(exc: ApiError) -> bool:
+    """Whether kube-apiserver refused our JSON patch because its test operation failed (the list changed since).
+
+    kube-apiserver 1.37 says only 422 "the server rejected our request due to an error in our request", without
+    causes (field validation errors of a 422 carry causes; our patch has none to make). KubeVirt looks for
+    "jsonpatch test operation does not apply", which this API server never writes, so KubeVirt's loser gets a 500;
+    we answer what KubeVirt means, 409."""
+    return exc.status == 422 and not (exc.body.get("details") or {}).get("causes")
 
 
 def parse_dry_run(body: Any, query: dict[str, list[str]]) -> bool:

@@ -11,8 +11,8 @@ import pytest
 from virtops.api.auth import FrontProxyConfig, User, authorize, check_identity, user_from_headers
 from virtops.api.server import resource_list
 from virtops.api.status import StatusError
-from virtops.api.subresources import Subresources, is_paused, parse_dry_run, run_strategy
-from virtops.kube import ConflictError, NotFoundError
+from virtops.api.subresources import Subresources, change_request_patch, is_paused, parse_dry_run, run_strategy
+from virtops.kube import ConflictError, InvalidError, NotFoundError
 
 
 class FakeClient:
@@ -38,6 +38,9 @@ class FakeClient:
         return self.request("PATCH", path, None, patch)
 
     def request(self, method: str, path: str, query: Any = None, body: Any = None, *args: Any) -> dict:
+        if isinstance(body, list):  # a JSON patch of the status subresource: recorded, not applied
+            self.patches.append((path, {"json-patch": body, "dryRun": (query or {}).get("dryRun")}))
+            return self.objects[path.removesuffix("/status")]
         obj = self.objects[path]
         if body["metadata"]["resourceVersion"] != obj["metadata"]["resourceVersion"]:
             raise ConflictError(409, {"message": "the object has been modified"})
@@ -173,6 +176,88 @@ def test_vm_errors() -> None:
     assert text.endswith(": VM is already running")
     assert error_of(Subresources(FakeClient()).restart, "ns", "v") == (
         404, 'virtualmachine.kubevirt.io "v" not found')
+
+
+def vmi_of(uid: str, phase: str = "Running") -> dict:
+    made = vmi(phase)
+    made["metadata"]["uid"] = uid
+    return made
+
+
+def vm_of(strategy: str) -> dict:
+    """A VM the controller has seen: it has a status (what the first request's patch tests)."""
+    return dict(vm(runStrategy=strategy), status={"printableStatus": "Stopped"})
+
+
+def sent_patch(client: FakeClient) -> list[dict]:
+    path, body = client.patches[-1]
+    assert path.endswith("/virtualmachines/v/status")
+    return body["json-patch"]
+
+
+START, STOP_A = {"action": "Start"}, {"action": "Stop", "uid": "a"}
+
+
+@pytest.mark.parametrize(("strategy", "current", "requests"), [
+    ("Manual", None, [START]),
+    ("Manual", vmi_of("a", "Succeeded"), [STOP_A, START]),  # a finished VMI is stopped, then a new one starts
+    ("RerunOnFailure", None, [START]),
+    ("RerunOnFailure", vmi_of("a", "Succeeded"), [STOP_A, START]),
+])
+def test_start_of_manual_and_rerun_on_failure_is_a_start_request(strategy, current, requests) -> None:
+    objects = [vm_of(strategy)] + ([current] if current else [])
+    client = FakeClient(*objects)
+    Subresources(client).start("ns", "v")  # type: ignore[arg-type]
+    assert sent_patch(client) == [
+        {"op": "test", "path": "/status/stateChangeRequests", "value": None},
+        {"op": "add", "path": "/status/stateChangeRequests", "value": requests}]
+
+
+def test_stop_and_restart_name_the_vmi_by_uid() -> None:
+    client = FakeClient(vm_of("Manual"), vmi_of("a"))
+    Subresources(client).stop("ns", "v")  # type: ignore[arg-type]
+    assert sent_patch(client)[-1]["value"] == [STOP_A]
+    Subresources(client).restart("ns", "v", dry_run=True)  # type: ignore[arg-type]
+    assert sent_patch(client)[-1]["value"] == [STOP_A, START]
+    assert client.patches[-1][1]["dryRun"] == "All"
+
+
+def test_a_pending_request_refuses_a_start_and_a_stop_replaces_it() -> None:
+    pending = vm_of("Manual")
+    pending["status"]["stateChangeRequests"] = [START]
+    assert error_of(change_request_patch, pending, START) == (
+        500, "Internal error occurred: unable to complete request: stop/start already underway")
+    assert change_request_patch(pending, STOP_A) == [
+        {"op": "test", "path": "/status/stateChangeRequests", "value": [START]},
+        {"op": "replace", "path": "/status/stateChangeRequests", "value": [STOP_A]}]
+    assert change_request_patch({"status": {}}, START) == [
+        {"op": "add", "path": "/status", "value": {"stateChangeRequests": [START]}}]
+
+
+def test_a_failed_test_operation_is_a_conflict() -> None:
+    class Raced(FakeClient):
+        def request(self, method: str, path: str, query: Any = None, body: Any = None, *args: Any) -> dict:
+            # kube-apiserver's whole answer when the test operation of a JSON patch fails
+            raise InvalidError(422, {"message": "the server rejected our request due to an error in our request",
+                                     "reason": "Invalid", "details": {}})
+
+    code, text = error_of(Subresources(Raced(vm_of("Manual"))).start, "ns", "v")  # type: ignore[arg-type]
+    assert (code, text) == (409, 'Operation cannot be fulfilled on virtualmachine.kubevirt.io "v": '
+                                 "the server rejected our request due to an error in our request")
+
+
+@pytest.mark.parametrize(("strategy", "current", "op", "message"), [
+    ("Manual", vmi_of("a"), "start", "VM is already running"),
+    ("RerunOnFailure", vmi_of("a", "Failed"), "start", "RerunOnFailure does not support starting VM from failed state"),
+    ("Manual", None, "stop", "VM is not running"),
+    ("RerunOnFailure", vmi_of("a", "Succeeded"), "stop", "VM is not running"),
+    ("Manual", None, "restart", "VM is not running: Halted"),
+])
+def test_manual_and_rerun_on_failure_conflicts(strategy, current, op, message) -> None:
+    client = FakeClient(*[vm_of(strategy)] + ([current] if current else []))
+    code, text = error_of(getattr(Subresources(client), op), "ns", "v")  # type: ignore[arg-type]
+    assert (code, text) == (409, f'Operation cannot be fulfilled on virtualmachine.kubevirt.io "v": {message}')
+    assert client.patches == []
 
 
 CONFIGMAP = {
