@@ -128,6 +128,9 @@ def test_a_cached_inventory_makes_no_request(fleet, tmp_path):
     dead = {"K8S_AUTH_HOST": "https://127.0.0.1:1"}
     cached = listing(path, env=dead)
     assert cached == first
+    # What a user types: --graph prints the groups from the cache as well.
+    graph = ansible_inventory(path, "--graph", env=dead).stdout
+    assert f"@namespace_{ns.replace('-', '_')}:" in graph and "@paused:" in graph and f"--{ns}-web" in graph
     # The same call without the cache does go to the closed port, so the one above made no request.
     refreshed = ansible_inventory(path, "--list", "--flush-cache", env=dead, ok=False)
     assert "Cannot reach the Kubernetes API at https://127.0.0.1:1: connection refused" in refreshed.stderr
