@@ -97,7 +97,8 @@ DESIRED = "every VMI/VM reaches its desired state or Failed with a reason"
 NO_STUCK_FINALIZER = "no finalizer stuck"
 NO_LOSS = "no VMI or VM lost"
 NO_CRASH = "no agent/controller/apiserver exits on its own (no crash loop)"
-INVARIANTS = (NO_DOUBLE_RUN, NO_ORPHAN, DESIRED, NO_STUCK_FINALIZER, NO_LOSS, NO_CRASH)
+NO_TRACEBACK = "no traceback in an agent's or the controller's log (expected faults are one-line errors)"
+INVARIANTS = (NO_DOUBLE_RUN, NO_ORPHAN, DESIRED, NO_STUCK_FINALIZER, NO_LOSS, NO_CRASH, NO_TRACEBACK)
 
 
 class ChaosSoak:
@@ -551,13 +552,21 @@ def qemu_processes(prefix: str) -> dict[str, list[int]]:
     return found
 
 
-def components_log_tracebacks(state_dir: str) -> dict[str, int]:
-    """Unhandled-exception tracebacks in each component's log (reported, for whoever reads the run)."""
-    out = {}
+def components_log_tracebacks(state_dir: str) -> dict[str, list[str]]:
+    """Tracebacks in each component's log, each told by the log line before it and the exception it ends with.
+
+    A fault the soak injects (a peer SIGKILLed, the API away) is an expected error and is logged on one line;
+    a traceback is a bug, and the soak fails on it (NO_TRACEBACK).
+    """
+    out: dict[str, list[str]] = {}
     for log in sorted(Path(state_dir, "logs").glob("*.log")):
-        count = log.read_text(errors="replace").count("Traceback (most recent call last)")
-        if count:
-            out[log.stem] = count
+        lines = log.read_text(errors="replace").splitlines()
+        for i, line in enumerate(lines):
+            if not line.startswith("Traceback (most recent call last)"):
+                continue
+            before = lines[i - 1].strip() if i else ""
+            end = next((x for x in lines[i + 1:] if x and not x[0].isspace()), "?")
+            out.setdefault(log.stem, []).append(f"{before[:200]} -> {end[:300]}")
     return out
 
 

@@ -18,6 +18,7 @@ pytest.importorskip("libvirt", reason="libvirt-python is installed by hack/setup
 from soak import (  # noqa: E402
     INVARIANTS,
     LEASE_SECONDS,
+    NO_TRACEBACK,
     NODE_GRACE_SECONDS,
     ChaosSoak,
     components_log_tracebacks,
@@ -55,9 +56,12 @@ def test_chaos_soak_keeps_every_invariant(stack, capsys):
                      say=lambda line: print(line, flush=True))
     with capsys.disabled():  # the run's log and its report show in CI's output, also when it passes
         report = soak.run()
+        report.checks[NO_TRACEBACK] += 1
+        for component, found in components_log_tracebacks(info.state_dir).items():
+            for what in found:
+                report.violate(NO_TRACEBACK, f"{component}: {what}")
         text = report.render(INVARIANTS)
-        tracebacks = components_log_tracebacks(info.state_dir)
-        print(text + f"\ntracebacks in component logs: {tracebacks or 'none'}", flush=True)
+        print(text, flush=True)
     if report.violations:  # the lab's state dir goes with the fixture: keep the components' logs for the reader
         kept = shutil.copytree(f"{info.state_dir}/logs", f"/tmp/virtops-soak-logs-{report.seed}-{os.getpid()}")
         text += f"\ncomponent logs kept in {kept}"

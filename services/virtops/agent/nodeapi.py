@@ -16,13 +16,14 @@ certificate names the VMI's node.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -242,12 +243,25 @@ class AgentNodeOps:
             raise vmi_not_here(name)  # not (or no longer) a VMI of this node
         return domain_name(namespace, name), meta
 
+    @contextlib.contextmanager
+    def _libvirt(self, what: str) -> Iterator[None]:
+        """libvirtd away (restarting, killed): a 500 that says so and one line in the log, not a traceback."""
+        import libvirt
+
+        try:
+            yield
+        except libvirt.libvirtError as exc:
+            log.error("node API: %s: libvirt: %s", what, exc)
+            raise internal(f"libvirt on node {self.node_name}: {exc}") from exc
+
     def open_stream(self, namespace: str, name: str, uid: str | None, op: str,
                     port: int | None = None) -> socket.socket:
         dname, meta = self._domain(namespace, name, uid)
-        if op == "portforward" and port:
-            return self._dial(namespace, name, dname, meta, port)
-        path = self.agent.hypervisor.stream_socket(dname, op) if self.agent.owns(dname, meta.get("uid")) else None
+        with self._libvirt(f"{op} of {namespace}/{name}"):
+            if op == "portforward" and port:
+                return self._dial(namespace, name, dname, meta, port)
+            owned = self.agent.owns(dname, meta.get("uid"))
+            path = self.agent.hypervisor.stream_socket(dname, op) if owned else None
         if path is None:
             what = "serial console" if op == "console" else "VNC server"
             raise conflict(KUBEVIRT, VMI_KIND, name, f"the domain has no {what} socket (not running, or defined "
@@ -286,7 +300,7 @@ class AgentNodeOps:
         def state() -> Any:
             return hypervisor.state(dname) if self.agent.owns(dname, meta.get("uid")) else None
 
-        with self._locks.hold(key):
+        with self._locks.hold(key), self._libvirt(f"{op} of {namespace}/{name}"):
             power_op(state, lambda: (hypervisor.pause if op == "pause" else hypervisor.resume)(dname), op, name)
         log.info("VMI %s/%s: %sd through the node API", namespace, name, op)
         # The libvirt event queues it too; this writes the Paused condition without waiting for the event.

@@ -28,7 +28,7 @@ from virtops.api.nodes import NodeApiClient, NodeApiCredentials
 from virtops.api.status import StatusError, bad_request, internal, method_not_allowed, not_found_path
 from virtops.api.streams import bridge, is_websocket
 from virtops.api.subresources import Subresources, parse_dry_run
-from virtops.kube import KubeClient
+from virtops.kube import KubeClient, log_failure
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class _Handler(BaseHTTPRequestHandler):
         except StatusError as exc:
             self._send(exc.code, exc.body())
         except Exception as exc:  # one bad request must not take the server down
-            log.exception("%s %s failed", self.command, url.path)
+            log_failure(log, f"{self.command} {url.path} failed", exc)
             err = internal(str(exc))
             self._send(err.code, err.body())
 

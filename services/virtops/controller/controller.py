@@ -20,7 +20,15 @@ from collections.abc import Callable
 from virtops.controller.scheduling import Node, choose_node
 from virtops.controller.secrets import NodeSecretAccess
 from virtops.controller.vms import VmReconciler
-from virtops.kube import ConflictError, InvalidError, KubeClient, NotFoundError, path_for, unchanged_since
+from virtops.kube import (
+    ConflictError,
+    InvalidError,
+    KubeClient,
+    NotFoundError,
+    log_failure,
+    path_for,
+    unchanged_since,
+)
 from virtops.kube.informer import Informer
 from virtops.kube.workqueue import KeyQueue
 from virtops.kubevirt import FINAL_PHASES
@@ -280,10 +288,10 @@ class Controller:
         except InvalidError as exc:
             self.node_secrets.forget(vmi)
             self._rejected(vmi, "FailedScheduling", step, exc)
-        except Exception:  # noqa: BLE001 - the API may be away: try again later
+        except Exception as exc:  # noqa: BLE001 - the API may be away: try again later
             self.node_secrets.forget(vmi)
-            log.exception("scheduling %s/%s failed", ns, name)
-            self.queue.retry(("vmi", ns, name))
+            delay = self.queue.retry(("vmi", ns, name))
+            log_failure(log, f"scheduling {ns}/{name} failed; retrying in {delay:.1f}s", exc)
         finally:
             if node is not None and not bound:
                 self._forget(key)  # not bound after all: its room is free again
@@ -427,8 +435,11 @@ class Controller:
             return
         try:
             self.vm_reconciler.reconcile(vm, vmi)
-        except Exception:  # noqa: BLE001 - retried on the next event for this VM
-            log.exception("VM %s/%s: reconcile failed", *key)
+            self.queue.forget(("vm", *key))
+        except Exception as exc:  # noqa: BLE001 - the API away: tried again with backoff (the VM's next event may
+            # never come, and a Halted VM kept its VMI for good)
+            delay = self.queue.retry(("vm", *key))
+            log_failure(log, f"VM {key[0]}/{key[1]}: reconcile failed; retrying in {delay:.1f}s", exc)
 
     def _health_loop(self) -> None:
         while not self.stop_event.wait(self.health_interval):

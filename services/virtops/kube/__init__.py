@@ -8,9 +8,10 @@ from virtops.kube.client import (
     InvalidError,
     KubeClient,
     NotFoundError,
+    log_failure,
     path_for,
     unchanged_since,
 )
 
 __all__ = ["ApiError", "ConflictError", "ForbiddenError", "GoneError", "InvalidError", "KubeClient", "NotFoundError",
-           "path_for", "unchanged_since"]
+           "log_failure", "path_for", "unchanged_since"]

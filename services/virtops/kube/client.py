@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import ssl
 import tempfile
@@ -66,6 +67,15 @@ _ERRORS = {cls.status: cls for cls in (ForbiddenError, NotFoundError, ConflictEr
 
 def api_error(status: int, body: Obj | str) -> ApiError:
     return _ERRORS.get(status, ApiError)(status, body)
+
+
+def log_failure(logger: logging.Logger, what: str, exc: BaseException) -> None:
+    """Log a failed request: the API server's answer or its absence (killed, restarting, a dropped connection)
+    is an expected fault and takes one line; anything else is a bug and keeps its traceback."""
+    if isinstance(exc, (ApiError, urllib3.exceptions.HTTPError, ConnectionError)):
+        logger.warning("%s: %s", what, str(exc).strip() or type(exc).__name__)
+    else:
+        logger.error("%s", what, exc_info=exc)
 
 
 def path_for(api_version: str, plural: str, namespace: str | None = None, name: str | None = None,

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 from virtops.agent.config import ConfigError, resolve
-from virtops.agent.nodeapi import power_op
+from virtops.agent.nodeapi import AgentNodeOps, power_op
 from virtops.api.status import StatusError
 
 RUNNING = SimpleNamespace(phase="Running", paused=False)
@@ -44,6 +44,29 @@ def test_pause_acts_once() -> None:
     acted = []
     power_op(lambda: RUNNING, lambda: acted.append("pause") or True, "pause", "v")
     assert acted == ["pause"]
+
+
+class LibvirtdAway:
+    """The agent as the node API sees it, while libvirtd is down (killed, restarting)."""
+
+    node_name = "n"
+    queue = SimpleNamespace(add=lambda key: None)
+    hypervisor = SimpleNamespace()  # never reached: owns() asks libvirt first
+
+    def cached(self, key):
+        return {"metadata": {"namespace": key[0], "name": key[1], "uid": "u"}, "status": {"nodeName": "n"}}
+
+    def owns(self, dname, uid):
+        libvirt = pytest.importorskip("libvirt")
+        raise libvirt.libvirtError("Failed to connect socket to '/var/run/libvirt/libvirt-sock': Connection refused")
+
+
+def test_libvirtd_away_is_a_500_that_says_so_and_one_log_line(caplog) -> None:
+    with pytest.raises(StatusError) as caught:
+        AgentNodeOps(LibvirtdAway()).power("ns", "v", None, "pause")
+    assert caught.value.code == 500
+    assert "libvirt on node n: Failed to connect socket" in caught.value.message
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("ERROR", None)]
 
 
 BASE = {"kubeconfig": "k", "node_name": "n"}

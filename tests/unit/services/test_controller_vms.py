@@ -183,3 +183,21 @@ def test_rerun_on_failure_replaces_a_failed_vmi_through_a_start_request():
     the_vm["metadata"]["resourceVersion"] = "3"
     VmReconciler(api).reconcile(the_vm, failed)
     assert api.calls == [("delete", "v", "a"), ("status", [START], "3")]
+
+
+def test_a_vm_reconcile_that_fails_while_the_api_is_away_is_tried_again_and_logged_on_one_line(caplog):
+    import urllib3
+    from virtops.controller.controller import Controller
+
+    class ApiAway:
+        def reconcile(self, vm, vmi):
+            raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError(104, "reset"))
+
+    ctl = Controller(object())  # type: ignore[arg-type]
+    ctl.queue.base_delay = 0.01
+    ctl.vm_reconciler = ApiAway()  # type: ignore[assignment]
+    ctl.vms[("n", "v")] = vm("Halted")
+    ctl.reconcile_vm(("n", "v"))  # the VM's next event may never come: the queue brings it back
+    assert ctl.queue.get(timeout=5) == ("vm", "n", "v")
+    assert [(r.levelname, r.exc_info) for r in caplog.records] == [("WARNING", None)]
+    assert "VM n/v: reconcile failed; retrying in 0.0s: ('Connection aborted.'" in caplog.text
