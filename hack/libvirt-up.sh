@@ -11,7 +11,10 @@ else
   # then flips between "KVM available" and not, and every define hangs while it re-probes.
   if [ -c /dev/kvm ] && getent group kvm >/dev/null; then sudo_ chgrp kvm /dev/kvm; sudo_ chmod 0660 /dev/kvm; fi
   pgrep -x virtlogd >/dev/null || { say "starting virtlogd -d (no systemd)"; sudo_ virtlogd -d; }
-  pgrep -x libvirtd >/dev/null || { say "starting libvirtd -d (no systemd)"; sudo_ libvirtd -d; }
+  # Under a child subreaper (hack/subreaper.py): a PID 1 that is no real init may leave each exited qemu a
+  # zombie for seconds, and libvirt's destroy waits for the zombie to go (~1.2 s per destroy here).
+  pgrep -x libvirtd >/dev/null || { say "starting libvirtd -d (no systemd; orphans reaped by hack/subreaper.py)"
+                                    sudo_ python3 "$(dirname "$0")/subreaper.py" libvirtd -d; }
 fi
 for _ in $(seq 1 50); do
   sudo_ virsh -c qemu:///system version >/dev/null 2>&1 && exit 0

@@ -29,6 +29,8 @@ from virtops.lab import ControlPlane
 from virtops.lab.control_plane import free_port
 from virtops.lab.guest import BOOTED, kernel_boot
 
+LIBVIRT_UP = Path(__file__).resolve().parents[2] / "hack" / "libvirt-up.sh"
+
 
 def wait_long(predicate, attempts: int = 600, delay: float = 0.1):
     """Bounded by a count of tries (never a wall-clock assert); generous, this machine is shared and slow."""
@@ -269,7 +271,8 @@ def restart_libvirtd(kill: bool = False, while_down: Callable[[], None] | None =
         if while_down is not None:
             while_down()
     finally:
-        subprocess.run(["systemctl", "restart", "libvirtd"] if systemd else ["libvirtd", "-d"], check=True)
+        # hack/libvirt-up.sh: as it was started (where there is no systemd, under hack/subreaper.py)
+        subprocess.run(["systemctl", "restart", "libvirtd"] if systemd else [str(LIBVIRT_UP)], check=True)
         wait_long(lambda: subprocess.run(["virsh", "-c", "qemu:///system", "version"], capture_output=True,
                                          check=False).returncode == 0)
 
