@@ -324,6 +324,12 @@ def test_every_domain_has_the_guest_agent_channel(tmp_path):
     assert channel.find("target").attrib == {"type": "virtio", "name": "org.qemu.guest_agent.0"}
 
 
+def test_no_domain_has_a_usb_controller_as_on_kubevirt(tmp_path):
+    # Without this element libvirt adds a USB controller, which the guest then probes at boot.
+    controllers = [c.attrib for c in xml_of(vmi(), tmp_path).findall("devices/controller")]
+    assert controllers == [{"type": "usb", "index": "0", "model": "none"}]
+
+
 @pytest.mark.parametrize("kernel_boot, field, text", [
     ({"kernelArgs": "x"}, "spec.domain.firmware.kernelBoot.container", "a container image"),
     ({"container": {"kernelPath": "/boot/vmlinuz"}}, "spec.domain.firmware.kernelBoot.container.image",
