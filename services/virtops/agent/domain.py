@@ -448,6 +448,10 @@ def plan_domain(vmi: dict[str, Any], *, domain_type: str, state_dir: Path, image
     # supported here): libvirt would add one, and probing it costs a guest seconds of boot under TCG.
     ET.SubElement(devices, "controller", type="usb", index="0", model="none")
     ET.SubElement(devices, "memballoon", model="none")
+    if "rng" in ((spec.get("domain") or {}).get("devices") or {}):
+        # devices.rng ({} asks for one): a virtio-rng fed from the host's /dev/urandom, as virt-launcher writes it.
+        rng = ET.SubElement(devices, "rng", model="virtio")
+        ET.SubElement(rng, "backend", model="random").text = "/dev/urandom"
     ET.indent(root)
     return DomainPlan(name=name, xml=ET.tostring(root, encoding="unicode"), files=files)
 

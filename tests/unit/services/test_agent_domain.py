@@ -330,6 +330,14 @@ def test_no_domain_has_a_usb_controller_as_on_kubevirt(tmp_path):
     assert controllers == [{"type": "usb", "index": "0", "model": "none"}]
 
 
+def test_rng_device_is_a_virtio_rng_from_urandom_only_when_asked(tmp_path):
+    # KubeVirt's vmi-masquerade asks for `rng: {}`; before, the agent dropped it silently.
+    assert xml_of(vmi(), tmp_path).find("devices/rng") is None
+    rng = xml_of(vmi(domain__devices={"rng": {}}), tmp_path).find("devices/rng")
+    assert rng.get("model") == "virtio"
+    assert rng.find("backend").attrib == {"model": "random"} and rng.findtext("backend") == "/dev/urandom"
+
+
 @pytest.mark.parametrize("kernel_boot, field, text", [
     ({"kernelArgs": "x"}, "spec.domain.firmware.kernelBoot.container", "a container image"),
     ({"container": {"kernelPath": "/boot/vmlinuz"}}, "spec.domain.firmware.kernelBoot.container.image",
