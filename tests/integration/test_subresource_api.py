@@ -75,6 +75,11 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(lab, kubevirt_api, tmp_path_factory) -> Iterator[Api]:
+    yield from serve_api(lab, kubevirt_api, tmp_path_factory)
+
+
+def serve_api(lab, kubevirt_api, tmp_path_factory) -> Iterator[Api]:
+    """Our server registered as the APIService, and one node agent with its node API on this host's libvirt."""
     tmp = tmp_path_factory.mktemp("subresource-api")
     ca = CertificateAuthority("virtops-subresources-ca")
     cert, key = serving_certificate(ca, "virtops-subresources", "kubevirt")
@@ -167,8 +172,11 @@ def test_discovery_lists_the_subresources(api, kubectl) -> None:
     assert set(by_name) == {"virtualmachineinstances/pause", "virtualmachineinstances/unpause",
                             "virtualmachines/start", "virtualmachines/stop", "virtualmachines/restart",
                             "virtualmachineinstances/console", "virtualmachineinstances/vnc",
-                            "virtualmachineinstances/portforward", "virtualmachines/portforward"}
-    assert all(r["verbs"] == (["get"] if r["name"].endswith(("/console", "/vnc", "/portforward")) else ["update"])
+                            "virtualmachineinstances/portforward", "virtualmachines/portforward",
+                            "virtualmachineinstances/guestosinfo", "virtualmachineinstances/userlist",
+                            "virtualmachineinstances/filesystemlist"}
+    gets = ("/console", "/vnc", "/portforward", "/guestosinfo", "/userlist", "/filesystemlist")
+    assert all(r["verbs"] == (["get"] if r["name"].endswith(gets) else ["update"])
                and r["namespaced"] for r in by_name.values())
     group = json.loads(kubectl("get", "--raw", "/apis/subresources.kubevirt.io"))
     assert group["preferredVersion"]["groupVersion"] == "subresources.kubevirt.io/v1"
@@ -550,15 +558,20 @@ def test_virtctl_console_shows_the_boot_log_and_a_shell_answers(api, virtctl, gu
     assert BOOTED in log and "answer-42" in log
 
 
-def test_a_user_who_may_pause_but_not_open_the_console_is_refused(api, virtctl, kubectl, namespace) -> None:
-    make_vmi(api, kubectl, namespace, "guarded")
+def grant_pause_only(kubectl, namespace: str, user: str) -> None:
+    """``user`` may read VMIs and pause them in ``namespace``, and nothing else."""
     role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": {"name": "pauser", "namespace": namespace},
             "rules": [{"apiGroups": ["subresources.kubevirt.io"], "resources": ["virtualmachineinstances/pause"],
                        "verbs": ["update"]},
                       {"apiGroups": ["kubevirt.io"], "resources": ["virtualmachineinstances"], "verbs": ["get"]}]}
     kubectl("create", "-f", "-", stdin=json.dumps(role))
-    kubectl("-n", namespace, "create", "rolebinding", "carol-pause", "--role=pauser", "--user=carol")
+    kubectl("-n", namespace, "create", "rolebinding", f"{user}-pause", "--role=pauser", f"--user={user}")
+
+
+def test_a_user_who_may_pause_but_not_open_the_console_is_refused(api, virtctl, kubectl, namespace) -> None:
+    make_vmi(api, kubectl, namespace, "guarded")
+    grant_pause_only(kubectl, namespace, "carol")
     assert "guarded was scheduled to pause" in virtctl("--as=carol", "pause", "vmi", "guarded", "-n", namespace)
     refused = virtctl.run("--as=carol", "console", "guarded", "-n", namespace, "--timeout=1", check=False)
     assert refused.returncode != 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import select
 import socket
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
+from virtops.agent import guestinfo
 from virtops.agent.domain import GUEST_AGENT_CHANNEL, METADATA_NS
 
 RUNNING, SUCCEEDED, FAILED = "Running", "Succeeded", "Failed"
@@ -339,6 +341,36 @@ class LibvirtHypervisor:
             self._remember(self._os_cache, key, info)
         return dict(info)
 
+    def guest_users(self, name: str) -> list[dict[str, Any]] | None:
+        """The guest's logged-in users (the userlist subresource): libvirt's typed guest info, as KubeVirt reads
+        them. Asked live; None when the domain is not running or its guest agent does not answer."""
+        return self._ask_live(name, lambda dom: guestinfo.users(_typed_guest_info(dom, _USERS)))
+
+    def guest_filesystems(self, name: str) -> list[dict[str, Any]] | None:
+        """The guest's mounted file systems (the filesystemlist subresource), from guest-get-fsinfo as KubeVirt
+        asks it (libvirt's typed file system info has no bus type). None as for guest_users."""
+        return self._ask_live(name, lambda dom: guestinfo.filesystems(_agent_command(dom, "guest-get-fsinfo")))
+
+    def guest_agent_info(self, name: str) -> dict[str, Any] | None:
+        """Everything the guestosinfo subresource shows (VirtualMachineInstanceGuestAgentInfo): guest-info, the
+        hostname, timezone and users, guest_os_info's OS and the file systems. None as for guest_users."""
+        def ask(dom: libvirt.virDomain) -> dict[str, Any]:
+            system = _typed_guest_info(dom, _USERS | _HOSTNAME | _TIMEZONE)
+            return guestinfo.guest_agent_info(_agent_command(dom, "guest-info") or {}, system,
+                                              self.guest_os_info(name) or {},
+                                              _agent_command(dom, "guest-get-fsinfo") or [])
+        return self._ask_live(name, ask)
+
+    def _ask_live(self, name: str, ask: Callable[[libvirt.virDomain], Any]) -> Any:
+        dom = self._lookup(name)
+        try:
+            if dom is None or dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+                return None
+            dom.agentSetResponseTimeout(AGENT_TIMEOUT_SECONDS)
+            return ask(dom)
+        except (libvirt.libvirtError, ValueError):
+            return None
+
     # --- actions ------------------------------------------------------------
     def ensure_running(self, name: str, xml: str) -> bool:
         """Define (if missing) and start (if not active). True when something changed."""
@@ -440,6 +472,33 @@ def _guest_os(dom: libvirt.virDomain) -> dict[str, str]:
             raise
         raw = {}  # an answer: this agent does not know guest-get-osinfo
     return {field: str(raw[key]) for key, field in _OS_INFO_FIELDS.items() if raw.get(key)}
+
+
+_USERS = libvirt.VIR_DOMAIN_GUEST_INFO_USERS
+_HOSTNAME = libvirt.VIR_DOMAIN_GUEST_INFO_HOSTNAME
+_TIMEZONE = libvirt.VIR_DOMAIN_GUEST_INFO_TIMEZONE
+
+
+def _typed_guest_info(dom: libvirt.virDomain, types: int) -> dict[str, Any]:
+    """libvirt's guest info of ``types`` (flat keys: ``user.0.name``, ``hostname``, ``timezone.name``); {} from an
+    agent without the commands behind them."""
+    try:
+        return dict(dom.guestInfo(types, 0) or {})
+    except libvirt.libvirtError as exc:
+        if not _agent_lacks_command(exc):
+            raise
+        return {}
+
+
+def _agent_command(dom: libvirt.virDomain, command: str) -> Any:
+    """One guest agent command (libvirt-qemu passes it through); its ``return``, None when the agent lacks it."""
+    try:
+        answer = libvirt_qemu.qemuAgentCommand(dom, json.dumps({"execute": command}), AGENT_TIMEOUT_SECONDS, 0)
+    except libvirt.libvirtError as exc:
+        if not _agent_lacks_command(exc):
+            raise
+        return None
+    return json.loads(answer or "{}").get("return")
 
 
 def _agent_lacks_command(exc: libvirt.libvirtError) -> bool:

@@ -38,7 +38,13 @@ from virtops.api.status import (
     not_found,
     not_found_path,
 )
-from virtops.node.api import DEFAULT_CLIENT_NAME, POWER_OPERATIONS, STREAM_OPERATIONS, STREAM_UPGRADE
+from virtops.node.api import (
+    DEFAULT_CLIENT_NAME,
+    INFO_OPERATIONS,
+    POWER_OPERATIONS,
+    STREAM_OPERATIONS,
+    STREAM_UPGRADE,
+)
 from virtops.node.stream import pump
 
 log = logging.getLogger("virtops.agent.nodeapi")
@@ -58,6 +64,8 @@ class NodeOps(Protocol):
     def power(self, namespace: str, name: str, uid: str | None, op: str) -> None: ...
     def open_stream(self, namespace: str, name: str, uid: str | None, op: str,
                     port: int | None = None) -> socket.socket: ...
+
+    def guest_info(self, namespace: str, name: str, uid: str | None, op: str) -> dict[str, Any]: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -91,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise forbidden("", "nodes", self.server.ops.node_name,
                                 f"client {peer!r} may not use the node API of {self.server.ops.node_name}")
             match = _PATH.match(path)
-            if not match or match["op"] not in (*POWER_OPERATIONS, *STREAM_OPERATIONS):
+            if not match or match["op"] not in (*POWER_OPERATIONS, *STREAM_OPERATIONS, *INFO_OPERATIONS):
                 raise not_found_path(path)
             params = dict(p.partition("=")[::2] for p in query.split("&") if p)
             uid = params.get("uid") or None
@@ -104,6 +112,11 @@ class _Handler(BaseHTTPRequestHandler):
                     if not 0 < port < 65536:
                         raise bad_request(f"port {params.get('port')!r} is not a TCP port")
                 self._stream(match["ns"], match["name"], uid, match["op"], port)
+                return
+            if match["op"] in INFO_OPERATIONS:
+                if self.command != "GET":
+                    raise method_not_allowed(self.command)
+                self._send(200, self.server.ops.guest_info(match["ns"], match["name"], uid, match["op"]))
                 return
             if self.command != "PUT":
                 raise method_not_allowed(self.command)
@@ -291,6 +304,30 @@ class AgentNodeOps:
             return hypervisor.dial_guest(dname, port, interfaces[0].get("ipAddress"))
         except GuestDialError as exc:
             raise internal(f"dialing VM: {exc}") from exc
+
+    def guest_info(self, namespace: str, name: str, uid: str | None, op: str) -> dict[str, Any]:
+        """guestosinfo, userlist or filesystemlist: the guest agent asked now, in KubeVirt's JSON (agent/guestinfo.py).
+        A domain that is not running is 409 "VMI is not running"; a guest agent that does not answer, 500."""
+        from virtops.agent import guestinfo
+
+        dname, meta = self._domain(namespace, name, uid)
+        hypervisor = self.agent.hypervisor
+        current = hypervisor.state(dname) if self.agent.owns(dname, meta.get("uid")) else None
+        if current is None or current.phase != "Running" or current.paused:
+            # A frozen guest cannot answer; KubeVirt's virt-api checks the phase only (the agent's cache answers).
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is paused" if current and current.paused
+                           else "VMI is not running")
+        if op == "userlist":
+            answer = hypervisor.guest_users(dname)
+            result = None if answer is None else guestinfo.user_list(answer)
+        elif op == "filesystemlist":
+            answer = hypervisor.guest_filesystems(dname)
+            result = None if answer is None else guestinfo.filesystem_list(answer)
+        else:
+            result = hypervisor.guest_agent_info(dname)
+        if result is None:
+            raise internal(f"the guest agent of {name} did not answer")
+        return result
 
     def power(self, namespace: str, name: str, uid: str | None, op: str) -> None:
         key = (namespace, name)

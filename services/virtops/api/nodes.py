@@ -95,11 +95,25 @@ class NodeApiClient:
         return conn
 
     def put(self, vmi: dict[str, Any], op: str) -> None:
+        self._call("PUT", vmi, op)
+
+    def get(self, vmi: dict[str, Any], op: str) -> dict[str, Any]:
+        """A guest agent query (guestosinfo, userlist, filesystemlist): the agent's JSON answer."""
+        body = self._call("GET", vmi, op)
+        try:
+            answer = json.loads(body)
+        except ValueError as exc:
+            raise internal(f"the node agent's answer to {op} is not JSON: {exc}") from exc
+        if not isinstance(answer, dict):
+            raise internal(f"the node agent's answer to {op} is not a JSON object")
+        return answer
+
+    def _call(self, method: str, vmi: dict[str, Any], op: str) -> bytes:
         node, url, path = self._target(vmi, op)
-        what = f'Put "{url}{path}"'
+        what = f'{method.capitalize()} "{url}{path}"'
         conn = self._connect(node, url, what)
         try:
-            conn.request("PUT", path, headers={"Content-Length": "0"})
+            conn.request(method, path, headers={"Content-Length": "0"})
             resp = conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -108,6 +122,7 @@ class NodeApiClient:
             conn.close()
         if not 200 <= resp.status < 300:
             raise _agent_error(node, resp.status, resp.reason, body)
+        return body
 
     def stream(self, vmi: dict[str, Any], op: str, port: int | None = None) -> socket.socket:
         """A connected plain byte stream to the VMI's ``op`` (console, vnc; portforward to the guest's ``port``) on

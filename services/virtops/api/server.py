@@ -6,7 +6,8 @@ certificate from any other CA fails the handshake); a request without one, with 
 requestheader-allowed-names, or without a user header gets 401. /healthz, /livez and /readyz answer
 without authentication, like kube-apiserver's always-allowed health paths. Discovery, OpenAPI and
 version need any front-proxied user; every subresource is authorized with a SubjectAccessReview on its
-own verb (update for pause/unpause/start/stop/restart, get for console and vnc).
+own verb (update for pause/unpause/start/stop/restart, get for console, vnc, portforward, guestosinfo, userlist
+and filesystemlist).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from virtops.api.status import StatusError, bad_request, internal, method_not_al
 from virtops.api.streams import bridge, is_websocket
 from virtops.api.subresources import Subresources, parse_dry_run
 from virtops.kube import KubeClient, log_failure
+from virtops.node.api import INFO_OPERATIONS
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ OPERATIONS: dict[tuple[str, str], tuple[str, int]] = {
 }
 # Websocket streams (streams.py), GET with the verb get; portforward has its own path (port, protocol).
 STREAMS = {("virtualmachineinstances", "console"), ("virtualmachineinstances", "vnc")}
+# Guest agent queries, GET with the verb get, answered with JSON from the node's agent.
+GUEST_INFO = {("virtualmachineinstances", op) for op in INFO_OPERATIONS}
 PORTFORWARD = ("virtualmachineinstances", "virtualmachines")
 KINDS = {"virtualmachineinstances": "VirtualMachineInstance", "virtualmachines": "VirtualMachine"}
 
@@ -66,7 +70,7 @@ def resource_list() -> dict[str, Any]:
             "resources": [{"name": f"{res}/{sub}", "singularName": "", "namespaced": True,
                            "kind": KINDS[res], "verbs": ["update"]} for res, sub in OPERATIONS]
             + [{"name": f"{res}/{sub}", "singularName": "", "namespaced": True, "kind": KINDS[res], "verbs": ["get"]}
-               for res, sub in sorted(STREAMS | {(r, "portforward") for r in PORTFORWARD})]}
+               for res, sub in sorted(STREAMS | GUEST_INFO | {(r, "portforward") for r in PORTFORWARD})]}
 
 
 def server_version() -> dict[str, str]:
@@ -162,6 +166,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._stream(stream, user)
             elif self.command == "GET" and forward:
                 self._stream(forward, user, "portforward")
+            elif self.command in ("GET", "HEAD") and stream and (stream["res"], stream["sub"]) in GUEST_INFO:
+                self._guest_info(stream, user)
             elif self.command == "PUT":
                 self._put(url.path, parse_qs(url.query), user, raw)
             else:
@@ -199,6 +205,20 @@ class _Handler(BaseHTTPRequestHandler):
         dry_run = parse_dry_run(body, query)
         getattr(self.server.subresources, method)(match["ns"], match["name"], dry_run=dry_run)
         self._send(code)
+
+    def _guest_info(self, match: re.Match[str], user: User) -> None:
+        """guestosinfo, userlist, filesystemlist. KubeVirt's virt-api answers every failure of these with
+        response.WriteError(500, err): a 500 whose plain-text body is the error's message, so a VMI without a
+        guest agent is 500 'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "NAME": VMI does not
+        have guest agent connected'. Only authorization keeps its 403 (kube-apiserver's own answer there)."""
+        authorize(self.server.client, user, namespace=match["ns"], resource=match["res"], subresource=match["sub"],
+                  name=match["name"], verb="get")
+        try:
+            answer = self.server.subresources.guest_info(match["ns"], match["name"], match["sub"])
+        except StatusError as exc:
+            self._send(500, exc.message.encode(), "text/plain; charset=utf-8")
+            return
+        self._send(200, answer)
 
     def _stream(self, match: re.Match[str], user: User, sub: str = "") -> None:
         """console, vnc and portforward: KubeVirt's roles grant them with the verb get."""

@@ -107,6 +107,18 @@ class Subresources:
             raise bad_request("VMI is not running")
         return self.nodes.stream(vmi, "portforward", int(port))
 
+    def guest_info(self, namespace: str, name: str, op: str) -> Obj:
+        """guestosinfo, userlist or filesystemlist from the node's agent, after KubeVirt's checks (subresource.go):
+        409 "VMI is not running" unless Running, 409 "VMI does not have guest agent connected" without the
+        AgentConnected condition. The server sends every error of these three as KubeVirt's virt-api does."""
+        vmi = self._vmi(namespace, name)
+        status = vmi.get("status") or {}
+        if status.get("phase") != "Running":
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI is not running")
+        if not any(c.get("type") == "AgentConnected" for c in status.get("conditions") or []):
+            raise conflict(KUBEVIRT, VMI_KIND, name, "VMI does not have guest agent connected")
+        return self.nodes.get(vmi, op)
+
     def stream(self, namespace: str, name: str, op: str) -> socket.socket:
         """The node's plain stream for console or vnc, after KubeVirt's checks (console.go, vnc.go)."""
         vmi = self._vmi(namespace, name)

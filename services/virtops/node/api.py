@@ -12,6 +12,9 @@ POWER_OPERATIONS = ("pause", "unpause")
 # portforward takes the guest's TCP port as the query parameter "port".
 STREAM_OPERATIONS = ("console", "vnc", "portforward")
 STREAM_UPGRADE = "plain.kubevirt.io"
+# Guest agent queries: GET, answered with KubeVirt's JSON (VirtualMachineInstanceGuestAgentInfo,
+# VirtualMachineInstanceGuestOSUserList, VirtualMachineInstanceFileSystemList).
+INFO_OPERATIONS = ("guestosinfo", "userlist", "filesystemlist")
 
 
 def operation_path(namespace: str, name: str, op: str) -> str:

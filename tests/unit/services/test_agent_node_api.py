@@ -84,3 +84,36 @@ def test_the_node_api_listens_on_loopback_only() -> None:
     with pytest.raises(ConfigError, match="node_api_address: '0.0.0.0' is not a loopback address"):
         resolve(dict(BASE, node_api_address="0.0.0.0:8186", node_api_tls_cert_file="c", node_api_tls_key_file="k",
                      node_api_client_ca_file="ca"), {})
+
+
+class GuestAgent:
+    """The hypervisor's guest agent calls as a guest answers them (None: no answer)."""
+
+    def __init__(self, state, users=None) -> None:
+        self.current = state
+        self.users = users
+
+    def state(self, _name):
+        return self.current
+
+    def guest_users(self, _name):
+        return self.users
+
+
+def node_ops(hypervisor):
+    from virtops.agent.nodeapi import AgentNodeOps
+
+    vmi = {"metadata": {"uid": "u1"}, "status": {"nodeName": "n"}}
+    agent = SimpleNamespace(node_name="n", hypervisor=hypervisor, cached=lambda _key: vmi,
+                            owns=lambda _dom, _uid: True)
+    return AgentNodeOps(agent)
+
+
+def test_userlist_is_kubevirts_list_and_a_silent_or_frozen_guest_an_error() -> None:
+    ops = node_ops(GuestAgent(RUNNING, users=[{"userName": "debian"}]))
+    assert ops.guest_info("ns", "v", "u1", "userlist") == {"metadata": {}, "items": [{"userName": "debian"}]}
+    for state, code, text in ((RUNNING, 500, "Internal error occurred: the guest agent of v did not answer"),
+                              (PAUSED, 409, conflict("VMI is paused")), (OFF, 409, conflict("VMI is not running"))):
+        with pytest.raises(StatusError) as caught:
+            node_ops(GuestAgent(state)).guest_info("ns", "v", "u1", "userlist")
+        assert (caught.value.code, caught.value.message) == (code, text)

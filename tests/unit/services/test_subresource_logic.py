@@ -92,6 +92,10 @@ class FakeNodes:
         if self.error:
             raise self.error
 
+    def get(self, obj: dict, op: str) -> dict:
+        self.put(obj, op)
+        return {"metadata": {}, "items": []}
+
 
 @pytest.mark.parametrize(("obj", "paused"), [
     (vmi(), False),
@@ -234,6 +238,24 @@ def test_a_pending_request_refuses_a_start_and_a_stop_replaces_it() -> None:
         {"op": "add", "path": "/status", "value": {"stateChangeRequests": [START]}}]
 
 
+def with_agent(obj: dict) -> dict:
+    obj["status"]["conditions"] = [{"type": "AgentConnected", "status": "True"}]
+    return obj
+
+
+@pytest.mark.parametrize(("obj", "message"), [
+    (vmi(phase="Scheduled"), "VMI is not running"),
+    (vmi(), "VMI does not have guest agent connected"),
+])
+def test_guest_agent_queries_need_a_running_vmi_with_its_agent_connected(obj, message) -> None:
+    client, nodes = FakeClient(obj), FakeNodes()
+    code, text = error_of(Subresources(client, nodes).guest_info, "ns", "v", "userlist")  # type: ignore[arg-type]
+    assert (code, text) == (409, f'Operation cannot be fulfilled on virtualmachineinstance.kubevirt.io "v": {message}')
+    assert nodes.calls == []
+    answer = Subresources(FakeClient(with_agent(vmi())), nodes).guest_info("ns", "v", "userlist")  # type: ignore[arg-type]
+    assert (answer, nodes.calls) == ({"metadata": {}, "items": []}, [("v", "userlist")])
+
+
 def test_a_failed_test_operation_is_a_conflict() -> None:
     class Raced(FakeClient):
         def request(self, method: str, path: str, query: Any = None, body: Any = None, *args: Any) -> dict:
@@ -322,8 +344,10 @@ def test_discovery_document() -> None:
     names = [r["name"] for r in resource_list()["resources"]]
     assert names == ["virtualmachineinstances/pause", "virtualmachineinstances/unpause", "virtualmachines/start",
                      "virtualmachines/stop", "virtualmachines/restart", "virtualmachineinstances/console",
-                     "virtualmachineinstances/portforward", "virtualmachineinstances/vnc",
-                     "virtualmachines/portforward"]
+                     "virtualmachineinstances/filesystemlist", "virtualmachineinstances/guestosinfo",
+                     "virtualmachineinstances/portforward", "virtualmachineinstances/userlist",
+                     "virtualmachineinstances/vnc", "virtualmachines/portforward"]
     verbs = {r["name"]: r["verbs"] for r in resource_list()["resources"]}
     assert verbs["virtualmachineinstances/console"] == verbs["virtualmachineinstances/vnc"] == ["get"]
     assert verbs["virtualmachineinstances/portforward"] == verbs["virtualmachines/portforward"] == ["get"]
+    assert verbs["virtualmachineinstances/guestosinfo"] == verbs["virtualmachineinstances/userlist"] == ["get"]
