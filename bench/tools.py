@@ -370,6 +370,29 @@ class LibvirtEvents:
         return None
 
 
+class BareDomain:
+    """A running transient domain of the bench's tiny guest's size (64 MiB, 1 vCPU, TCG, no disk) that neither the
+    agent nor anything else manages (no agent metadata): the floor for libvirt's own suspend and resume."""
+
+    def __init__(self, name: str) -> None:
+        import libvirt
+
+        self.name = name
+        self.conn = libvirt.open("qemu:///system")
+        self.dom = self.conn.createXML(
+            f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+            "<os><type arch='x86_64'>hvm</type></os><devices><serial type='pty'/></devices></domain>", 0)
+
+    def close(self) -> None:
+        import libvirt
+
+        try:
+            self.dom.destroy()  # transient: gone once destroyed
+        except libvirt.libvirtError:
+            pass
+        self.conn.close()
+
+
 # --- ansible-playbook -----------------------------------------------------------------------------
 @dataclass
 class PlaybookRun:
