@@ -3,6 +3,8 @@
 Scenarios (issue #8): 1 create → Running, 2 pause/unpause, 3 no-op second run, 4 list, 5 one node with many
 VMIs, 6 module start-up. 1, 2 and 5 run on a stack lab (controller + one agent on this host's libvirt);
 3 and 4 on a control-plane-only lab, where no agent runs the VMIs (they only exist as objects).
+density (issue #18, bench/density.py): KubeVirt's 100-VMI density method on a stack lab with two agents, against
+the same domains started and destroyed straight through libvirt-python.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import report  # noqa: E402 - after the path set-up above
+import density  # noqa: E402 - after the path set-up above
+import report  # noqa: E402
 import scenarios  # noqa: E402
 from tools import ROOT, Lab, LibvirtEvents, LoadSampler, say  # noqa: E402
 
-ALL = ["6", "1", "2", "5", "3", "4"]
+DEFAULT = ["6", "1", "2", "5", "3", "4"]
+# density restarts this host's libvirtd twice (before/after): only when asked for (--only density).
+ALL = [*DEFAULT, "density"]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -30,7 +35,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="small counts and few repetitions (a few minutes): to check the harness, not to quote")
-    p.add_argument("--only", default=",".join(ALL), help="scenarios to run, e.g. 1,2 (default: all)")
+    p.add_argument("--only", default=",".join(DEFAULT),
+                   help="scenarios to run, e.g. 1,2 or density (default: all but density)")
     p.add_argument("--reps", type=int, help="repetitions per tool (default 3; quick 2)")
     p.add_argument("--create-counts", help="VMIs per create run, e.g. 1,10,50")
     p.add_argument("--reps-large", type=int, help="repetitions for create counts >= 50 (default 2)")
@@ -40,6 +46,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--idle-seconds", type=int, help="steady idle window for scenario 5 (default 60)")
     p.add_argument("--steady-after", type=int,
                    help="scenario 5: seconds after the last Running before the steady window (default 310; 0: none)")
+    p.add_argument("--density-count", type=int, default=100,
+                   help="density: VMIs per cycle (default 100, KubeVirt's; 40 to develop on a busy machine)")
+    p.add_argument("--density-libvirtd-as-is", action="store_true",
+                   help="density: measure with libvirtd as it runs (no before/after restarts)")
     p.add_argument("--raw-samples", type=int, help="samples of the raw POST/PUT latencies (default 10)")
     p.add_argument("--peer-wait-sleep", type=int, help="the peers' wait_sleep (default 1, their fastest)")
     p.add_argument("--out", help="where JSON, table and PNGs go (default bench/results; with --quick "
@@ -52,7 +62,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(ALL)
     if unknown:
-        p.error(f"--only: no scenario {', '.join(sorted(unknown))} (there are {', '.join(sorted(ALL))})")
+        p.error(f"--only: no scenario {', '.join(sorted(unknown))} (there are {', '.join(ALL)})")
     return args
 
 
@@ -175,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
                 scenario("1", "create → Running", scenarios.create, lab, cfg, lines, events)
                 scenario("2", "pause / unpause", scenarios.power, lab, cfg, lines, events)
                 scenario("5", "one agent with many VMIs", scenarios.scale, lab, cfg, lines)
+        if "density" in only:
+            with Lab(f"{args.name}-density", stack=True, nodes=2) as lab:
+                raw: dict = {}
+                meta["density"] = raw
+                scenario("density", f"density: {args.density_count} VMIs on two agents, and the libvirt floor",
+                         density.density, lab, args.density_count, args.reps or 1, lines, raw,
+                         not args.density_libvirtd_as_is)
         if only & {"3", "4"}:
             reuse = bool(args.reuse_stack_lab)
             with Lab(args.reuse_stack_lab or f"{args.name}-objects", stack=reuse, reuse=reuse) as lab:

@@ -237,4 +237,74 @@ def charts(lines: list[Line], out_dir: Path, title_suffix: str = "") -> list[Pat
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
+    for scenario in scenarios:
+        path = percentile_chart(lines, scenario, out_dir, title_suffix)
+        if path:
+            written.append(path)
     return written
+
+
+PERCENTILE_NAMES = ("P50", "P95", "P99")
+
+
+def percentile_chart(lines: list[Line], scenario: str, out_dir: Path, title_suffix: str = "") -> Path | None:
+    """<scenario>.png for lines whose metric ends in P50/P95/P99: a panel per metric head, bars for ours and the
+    first peer (the floor) at each percentile with ours/peer under them, references as labelled dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[str, dict[str, Line]] = {}
+    for line in lines:
+        head, _sep, name = line.metric.rpartition(" ")
+        if line.scenario == scenario and name in PERCENTILE_NAMES:
+            panels.setdefault(head, {})[name] = line
+    if not panels:
+        return None
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.3 * cols, 4.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    ref_colours = ["#c0392b", "#e08a1e", "#7a9a3a"]
+    for ax, (head, by_name) in zip(axes.flat, panels.items(), strict=False):  # a grid may have spare cells
+        names = [n for n in PERCENTILE_NAMES if n in by_name]
+        first = by_name[names[0]]
+        ours = first.ours
+        peer = next(p for p in first.peers() if p not in first.references)
+        values = {label: [stats(by_name[n].series.get(label, [])).median for n in names] for label in (ours, peer)}
+        for offset, label, colour in ((-0.2, ours, "#2a7ab0"), (0.2, peer, "#999999")):
+            heights = [v or 0 for v in values[label]]
+            ax.bar([i + offset for i in range(len(names))], heights, width=0.4, color=colour, label=label)
+            for i, v in enumerate(values[label]):
+                if v is not None:
+                    ax.text(i + offset, v, f"{v:.2f}", ha="center", va="bottom", fontsize=6.5)
+        ticks = []
+        for i, n in enumerate(names):
+            o, f = values[ours][i], values[peer][i]
+            ticks.append(f"{n}\n{o / f:.2f}x" if o is not None and f else n)
+        for k, ref in enumerate(r for r in first.references):
+            colour = ref_colours[k % len(ref_colours)]
+            for i, n in enumerate(names):
+                v = stats(by_name[n].series.get(ref, [])).median
+                if v is not None:
+                    ax.hlines(v, i - 0.45, i + 0.45, colors=colour, linestyles="dashed",
+                              label=ref if i == 0 else None)
+                    ax.text(i + 0.45, v, f" {v:g}", va="center", fontsize=6, color=colour)
+        ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high * 4)  # room for the legend above the bars
+        ax.set_xticks(list(range(len(names))), ticks)
+        ax.set_ylabel("seconds (log scale)", fontsize=7)
+        ax.set_title(head.replace(" (", "\n("), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=5.5, loc="upper left")
+    fig.suptitle(f"{scenario}: percentiles, ours against the floor (under each: ours/floor){title_suffix}",
+                 fontsize=10)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{scenario}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -71,10 +71,11 @@ def condition(obj: Obj, kind: str) -> str | None:
 class Lab:
     """A lab of the bench's own (virtops.lab.ControlPlane), with the KubeVirt CRDs applied."""
 
-    def __init__(self, name: str, stack: bool, reuse: bool = False) -> None:
+    def __init__(self, name: str, stack: bool, reuse: bool = False, nodes: int = 1) -> None:
         from virtops.lab import ControlPlane
 
-        self.plane = ControlPlane(name, stack=stack, nodes=1)
+        self.plane = ControlPlane(name, stack=stack, nodes=nodes)
+        self.nodes = nodes
         self.name = name
         self.stack = stack
         self.reuse = reuse  # a lab someone else started (virtops-lab up): used as it is, left running
@@ -87,7 +88,8 @@ class Lab:
             if not self.info or not self.info.healthy:
                 raise RuntimeError(f"lab {self.name} is not up and healthy")
         else:
-            say(f"starting lab {self.name} ({'stack: controller + 1 agent' if self.stack else 'control plane only'})")
+            what = f"stack: controller + {self.nodes} agent(s)" if self.stack else "control plane only"
+            say(f"starting lab {self.name} ({what})")
             self.plane.down()  # a leftover of an interrupted run
             self.info = self.plane.up()
         try:
@@ -110,6 +112,9 @@ class Lab:
         if not self.reuse:
             say(f"stopping lab {self.name}")
             self.plane.down()
+
+    def warm_up(self) -> None:
+        self._warm_up()
 
     def _warm_up(self) -> None:
         """One VMI through the whole stack before anything is measured: first connections, caches, leases."""
@@ -153,8 +158,11 @@ class Lab:
         return int(state["pids"][component]["pid"])
 
     def agent_component(self) -> str:
+        return self.agent_components()[0]
+
+    def agent_components(self) -> list[str]:
         state = json.loads((Path(self.info.state_dir) / "state.json").read_text())
-        return next(c for c in state["pids"] if c.startswith("agent-"))
+        return [c for c in state["pids"] if c.startswith("agent-")]
 
     # --- objects -----------------------------------------------------------------------------------
     def vmi_path(self, ns: str | None = None, name: str | None = None, sub: str | None = None) -> str:

@@ -13,7 +13,8 @@ else
   pgrep -x virtlogd >/dev/null || { say "starting virtlogd -d (no systemd)"; sudo_ virtlogd -d; }
   # Under a child subreaper (hack/subreaper.py): a PID 1 that is no real init may leave each exited qemu a
   # zombie for seconds, and libvirt's destroy waits for the zombie to go (~1.2 s per destroy here).
-  pgrep -x libvirtd >/dev/null || { say "starting libvirtd -d (no systemd; orphans reaped by hack/subreaper.py)"
+  # A libvirtd that just ended may linger as a zombie (its parent reaps late): that one does not count.
+  pgrep -x -r R,S,D,T libvirtd >/dev/null || { say "starting libvirtd -d (no systemd; orphans reaped by hack/subreaper.py)"
                                     sudo_ python3 "$(dirname "$0")/subreaper.py" libvirtd -d; }
 fi
 for _ in $(seq 1 50); do

@@ -79,3 +79,13 @@ def test_window_mean_carries_the_cpu_target_over_the_whole_window():
     assert whole.metric == "100 idle VMIs (steady): agent CPU, whole window"
     assert whole.series["virtops stack"] == [pytest.approx(0.75)] and whole.target == "< 1%"
     assert report.stats(slices.series["virtops stack"]).median == pytest.approx(0.1)  # what the median hides
+
+
+def test_density_percentiles_chart_ours_against_the_floor_with_the_references(tmp_path):
+    pytest.importorskip("matplotlib")
+    density = [report.Line("density", f"100 VMIs 100 ms apart: create → Running {p}", "s",
+                           {"ours": [v], "floor": [v / 2], "KubeVirt CI": [k]}, references=["KubeVirt CI"])
+               for p, v, k in (("P50", 1.0, 17.2), ("P95", 2.0, 28.4), ("P99", 3.0, 29.7))]
+    assert report.ratio(density[1], "floor") == 2.0
+    written = report.charts(density, tmp_path)
+    assert tmp_path / "density.png" in written
