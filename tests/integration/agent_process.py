@@ -242,8 +242,12 @@ class AgentLab:
         except Exception:  # noqa: BLE001 - the API may be what broke; the lab goes down anyway
             pass
         self.reconnect_libvirt()
-        for name in self.hv.list_names(f"{self.namespace}_"):
-            self.hv.stop(name, 0)
+        # Every domain of this test's node: its own namespace's, and those of per-test namespaces whose deletion
+        # (kubectl delete --wait=false) had not reached the agent before it stopped; they ran on before.
+        for name in self.hv.list_names():
+            marker = self.hv.marker(name)
+            if name.startswith(f"{self.namespace}_") or (marker is not None and marker.node == self.node):
+                self.hv.stop(name, 0)
         self.hv.close()
         self.conn.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
