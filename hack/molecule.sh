@@ -2,7 +2,7 @@
 # The molecule scenarios (extensions/molecule/), one after another, each with its time.
 #   hack/molecule.sh                 # default security multinode faults
 #   hack/molecule.sh default         # one
-#   hack/molecule.sh guest           # a Debian VM configured over SSH: not in the default list (about 8 min,
+#   hack/molecule.sh guest           # a Debian VM configured over SSH: not in the default list (492 s,
 #                                    # two Debian boots under TCG; docs/roles.md)
 # Each scenario starts and removes its own lab (molecule-<scenario>) and node agents, also after a failure.
 set -uo pipefail
