@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Run a daemon (libvirtd -d) as a child subreaper's descendant, and reap its orphans at once.
 
 Where PID 1 is not an init that reaps orphaned children promptly (this sandbox's PID 1 reaps about every
