@@ -29,7 +29,7 @@ step "ansible-test sanity"
 hack/sanity.sh
 
 step "Integration tests (real lab and libvirt)"
-pytest_ tests/integration -q -p no:cacheprovider
+pytest_ tests/integration -q -p no:cacheprovider --durations=25   # the slowest, to keep the total in budget
 
 step "Molecule scenarios (extensions/molecule: the roles install the stack here; each scenario's time)"
 hack/molecule.sh

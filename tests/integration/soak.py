@@ -459,12 +459,22 @@ class ChaosSoak:
 
     def vm_problems(self, t: Tracked, vm: dict | None, vmi: dict | None, domains: dict) -> list[str]:
         if t.want == "absent":
-            return [f"vm {t.name} not gone"] if vm else []
+            if vm is not None:
+                return [f"vm {t.name} not gone"]
+            owned = vmi is not None and t.uid in [o.get("uid") for o in vmi["metadata"].get("ownerReferences") or []]
+            # The garbage collector's part: a deleted VM's VMI goes with it (background propagation).
+            return [f"vm {t.name} deleted but its VMI remains ({describe_vmi(vmi, {'metadata': {'uid': t.uid}})})"] \
+                if owned else []
         if vm is None:
             return [f"vm {t.name} missing"]
         if t.want == "halted":
-            gone = vmi is None and f"{self.ns}_{t.name}" not in domains
-            return [] if gone else [f"vm {t.name} halted but its VMI or domain remain"]
+            domain = f"{self.ns}_{t.name}" in domains
+            if vmi is None and not domain:
+                return []
+            return [f"vm {t.name} halted but {'its domain' if vmi is None else describe_vmi(vmi, vm)} remains"
+                    f"{' with its domain' if vmi is not None and domain else ''} (vm status: "
+                    f"{(vm.get('status') or {}).get('printableStatus')}, conditions "
+                    f"{[(c.get('type'), c.get('reason')) for c in (vm.get('status') or {}).get('conditions') or []]})"]
         if vmi is None:
             return [f"vm {t.name} has no VMI"]
         # A VM's VMI may be a new incarnation (its last one failed), which starts unpaused whatever the soak last
@@ -515,6 +525,17 @@ class ChaosSoak:
                 problems.append(f"domain {domain} is marked for node {marker.node}, its VMI runs on "
                                 f"{(vmi.get('status') or {}).get('nodeName')}")
         return problems
+
+
+def describe_vmi(vmi: dict, vm: dict) -> str:
+    """Enough to tell who should have removed a VM's VMI: this VM's controller, or the garbage collector (the VMI
+    belongs to an earlier VM of the same name), and how far its deletion got."""
+    meta, status = vmi["metadata"], vmi.get("status") or {}
+    owners = [o.get("uid") for o in meta.get("ownerReferences") or []]
+    owner = ("this VM" if vm["metadata"]["uid"] in owners else f"an earlier VM {owners}" if owners else "no VM")
+    deleting = f", deleting since {meta['deletionTimestamp']} (finalizers {meta.get('finalizers')})" \
+        if meta.get("deletionTimestamp") else ""
+    return f"its VMI (uid {meta['uid']}, owned by {owner}, phase {status.get('phase')}{deleting})"
 
 
 def libvirt_domains(prefix: str) -> dict[str, tuple[Any, str]]:

@@ -48,17 +48,23 @@ def test_second_up_is_unchanged(lab):
     assert again.pids == before.pids
 
 
-def test_up_pushes_the_debian_image_when_asked_and_only_once(lab, capsys):
-    # The session's lab started without it (tests push it where they boot it); `up` on the healthy lab adds it.
-    plane = ControlPlane(lab.name, debian_image=True)
-    reference = plane.registry().reference(DEBIAN_REPOSITORY, DEBIAN_TAG)
-    assert not plane.registry().has(reference)
-    assert plane.up().changed is False
-    assert plane.registry().has(reference)
-    assert f"pushed {reference}" in capsys.readouterr().err
-    plane.up()
-    assert "pushed" not in capsys.readouterr().err  # present: a second up pushes nothing
-    assert plane.push_debian() == reference
+def test_up_pushes_the_debian_image_when_asked_and_only_once(capsys):
+    # A lab of its own: the session's lab gets the image from the tests that boot it (test_debian_guest_access.py
+    # pushes it there), so whether it holds the image depends on the order the tests ran in.
+    name = f"debian-push-{os.getpid()}"
+    ControlPlane(name).up()
+    try:
+        plane = ControlPlane(name, debian_image=True)
+        reference = plane.registry().reference(DEBIAN_REPOSITORY, DEBIAN_TAG)
+        assert not plane.registry().has(reference)
+        assert plane.up().changed is False  # `up` on the healthy lab adds the image and restarts nothing
+        assert plane.registry().has(reference)
+        assert f"pushed {reference}" in capsys.readouterr().err
+        plane.up()
+        assert "pushed" not in capsys.readouterr().err  # present: a second up pushes nothing
+        assert plane.push_debian() == reference
+    finally:
+        ControlPlane(name).down()
 
 
 def test_restart_brings_the_component_back_when_the_fault_step_fails(lab, kubectl):
