@@ -2,8 +2,10 @@
 
 The Service is `type: ExternalName` pointing at `localhost`: kube-apiserver resolves an
 ExternalName service to `https://<externalName>:<port>` when aggregator routing is off, which
-reaches a server on the API server's own loopback without any cluster networking. kube-apiserver
-checks the serving certificate against the APIService's caBundle for the name
+reaches a server on the API server's own loopback without any cluster networking. With several
+API servers, each dials its own host: a server (controller replica) runs on every one of them, on the
+same port with a certificate from the same CA (docs/subresource-api.md, "Several API servers").
+kube-apiserver checks the serving certificate against the APIService's caBundle for the name
 `<service>.<namespace>.svc`, so the certificate must carry that name.
 """
 

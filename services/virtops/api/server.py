@@ -257,7 +257,7 @@ class SubresourceServer:
 
     def __init__(self, client: KubeClient, *, host: str = "127.0.0.1", port: int = 0, cert_file: str,
                  key_file: str, node_api: NodeApiCredentials | None = None,
-                 lease_namespace: str = "kube-node-lease") -> None:
+                 lease_namespace: str = "kube-node-lease", reuse_port: bool = False) -> None:
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise ValueError(f"host: {host!r} is not a loopback address; the server listens on loopback only")
         self.client = client
@@ -268,6 +268,9 @@ class SubresourceServer:
         # The client certificate for the agents' node APIs; without it pause/unpause answer 500 saying so.
         self.node_api = node_api
         self.lease_namespace = lease_namespace
+        # SO_REUSEPORT: several replicas on one host share the port, and the kernel spreads connections over the
+        # listeners that are open; when one replica stops, the others get them all.
+        self.reuse_port = reuse_port
         self.front_proxy: FrontProxyConfig | None = None
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -285,7 +288,14 @@ class SubresourceServer:
         if self._httpd is not None:
             raise RuntimeError("SubresourceServer already started")
         self.front_proxy = FrontProxyConfig.load(self.client)
-        httpd = _Server((self.host, self.port), _Handler, bind_and_activate=True)
+        httpd = _Server((self.host, self.port), _Handler, bind_and_activate=False)
+        httpd.allow_reuse_port = self.reuse_port
+        try:
+            httpd.server_bind()
+            httpd.server_activate()
+        except BaseException:
+            httpd.server_close()
+            raise
         context = self._tls(self.front_proxy)
         httpd.socket = context.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
         httpd.client = self.client

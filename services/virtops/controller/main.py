@@ -1,4 +1,10 @@
-"""``virtops-controller``: scheduling, node health and the subresource API, as one leader-elected process."""
+"""``virtops-controller``: scheduling, node health and the subresource API.
+
+Every replica serves the subresource API from its start; only the elected leader reconciles (schedules, watches
+node health, runs VMs) and registers the APIService. Replicas on every kube-apiserver host, with the same port
+and serving CA, let each API server reach one on its own loopback (docs/subresource-api.md, "Several API
+servers").
+"""
 
 from __future__ import annotations
 
@@ -11,9 +17,13 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from virtops.controller.controller import Controller, LeaderElector, ensure_namespace
 from virtops.kube import KubeClient
+
+if TYPE_CHECKING:
+    from virtops.api.server import SubresourceServer
 
 log = logging.getLogger("virtops.controller")
 
@@ -34,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS",
                    help="how often the leader renews and candidates try")
     p.add_argument("--api-port", type=int, default=0, help="loopback port of the subresource API (0: any free port)")
+    p.add_argument("--api-reuse-port", action="store_true",
+                   help="bind the API's port with SO_REUSEPORT, so that several replicas on one host (the lab's "
+                        "test, a replacement started before the old one stops) share it")
     p.add_argument("--no-api", action="store_true", help="do not serve subresources.kubevirt.io")
     p.add_argument("--state-dir", default=None, help="where the API's serving certificate is written")
     p.add_argument("--tls-cert-file", default=None,
@@ -61,8 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> object:
-    from virtops.api.apiservice import register, serving_certificate
+def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> tuple[SubresourceServer, bytes]:
+    """Serve the API (every replica does); returns the server and the CA to publish as the caBundle."""
+    from virtops.api.apiservice import serving_certificate
     from virtops.api.nodes import NodeApiCredentials
     from virtops.api.server import SubresourceServer
     from virtops.pki import CertificateAuthority, write_pair
@@ -70,7 +84,7 @@ def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> 
     if args.tls_cert_file:  # given by the operator (the cluster role installs them)
         cert_file, key_file = Path(args.tls_cert_file), Path(args.tls_private_key_file)
         ca_pem = Path(args.tls_ca_file).read_bytes()
-    else:
+    else:  # a throw-away CA of this process: fine for one replica, not for several (each would have its own)
         ca = CertificateAuthority("virtops-subresources-ca")
         ca_pem = ca.cert_pem
         serving = serving_certificate(ca, "virtops-subresources", args.namespace)
@@ -82,12 +96,11 @@ def start_api(client: KubeClient, args: argparse.Namespace, state_dir: Path) -> 
     else:
         log.warning("no --node-api-client-cert-file: pause and unpause will answer 500 (no way to reach the agents)")
     server = SubresourceServer(client, host="127.0.0.1", port=args.api_port, cert_file=str(cert_file),
-                               key_file=str(key_file), node_api=node_api, lease_namespace=args.lease_namespace)
+                               key_file=str(key_file), node_api=node_api, lease_namespace=args.lease_namespace,
+                               reuse_port=args.api_reuse_port)
     server.start()
-    register(client, port=server.port, ca_pem=ca_pem, namespace=args.namespace,
-             service="virtops-subresources")
     log.info("subresources.kubevirt.io served on 127.0.0.1:%s", server.port)
-    return server
+    return server, ca_pem
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,12 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     ensure_namespace(client, args.lease_namespace)
     controller = Controller(client, lease_namespace=args.lease_namespace,
                             node_grace_seconds=args.node_grace_seconds)
-    servers: list[object] = []
+    server: SubresourceServer | None = None
+    ca_pem = b""
+    if not args.no_api:
+        server, ca_pem = start_api(client, args, state_dir)
 
     def on_leader() -> None:
         controller.start()
-        if not args.no_api:
-            servers.append(start_api(client, args, state_dir))
+        if server is not None:
+            # The leader alone writes the Service and APIService: replicas never take turns rewriting them.
+            from virtops.api.apiservice import register
+
+            register(client, port=server.port, ca_pem=ca_pem, namespace=args.namespace, service="virtops-subresources")
+            log.info("the APIService points at port %s", server.port)
 
     elector = LeaderElector(client, args.identity, namespace=args.namespace,
                             lease_duration=args.leader_elect_lease_duration,
@@ -124,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     elector.run(on_leader, stop)
     stop.wait()
     controller.stop()
-    for server in servers:
-        server.stop()  # type: ignore[attr-defined]
+    if server is not None:
+        server.stop()
     if not signalled.is_set():
         # Leadership lost or not renewed in time: it has stopped acting; campaign again from a clean process
         # (client-go's binaries exit and wait for their service manager; the lab and the role's supervisor

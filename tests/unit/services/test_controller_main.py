@@ -16,3 +16,8 @@ def test_a_certificate_without_its_key_or_ca_is_refused(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--kubeconfig=k", "--tls-cert-file=c"])
     assert "go together" in capsys.readouterr().err
+
+
+def test_replicas_share_the_api_port_only_when_asked():
+    assert parse_args(["--kubeconfig=k"]).api_reuse_port is False
+    assert parse_args(["--kubeconfig=k", "--api-port=8443", "--api-reuse-port"]).api_reuse_port is True
