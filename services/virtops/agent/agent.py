@@ -755,7 +755,9 @@ class NodeAgent:
         The first look presses the power button, remembers the deadline and queues the VMI for it; a
         libvirt event queues it earlier when the guest powers off. The deadline is the VMI's
         deletionTimestamp plus its grace period (so an agent restarted meanwhile finds the same one),
-        never further away than the grace period from now (the API server's clock may run ahead).
+        never further away than the grace period from now (the API server's clock may run ahead). The
+        timestamp has whole seconds, cut down: the deletion happened within the second after it, and the
+        deadline counts from that second's end, so a guest gets its whole grace period, never less.
         """
         key = _key(vmi)
         uid = vmi["metadata"].get("uid") or ""
@@ -764,7 +766,7 @@ class NodeAgent:
         if known is None or known[0] != uid:
             grace = float(grace_seconds(vmi))
             since = _parse_time(vmi["metadata"].get("deletionTimestamp"))
-            elapsed = 0.0 if since is None else (datetime.datetime.now(datetime.UTC) - since).total_seconds()
+            elapsed = 0.0 if since is None else (datetime.datetime.now(datetime.UTC) - since).total_seconds() - 1.0
             remaining = min(grace, max(0.0, grace - elapsed))
             if remaining <= 0:
                 return True

@@ -6,6 +6,7 @@ The hypervisor and the API server are the fakes (one boundary each); the queue r
 from __future__ import annotations
 
 import datetime
+import time
 
 import libvirt
 from virtops.agent.agent import FINALIZER, NODE_LABEL, NodeAgent
@@ -95,7 +96,7 @@ def test_deletion_presses_the_button_once_and_returns_with_the_vmi_queued_for_it
     assert (guest.presses, guest.stopped, removed_finalizer(api)) == (1, [], False)
     assert api.events == ["ShuttingDown"]
     [(key, seconds)] = queue.later
-    assert key == ("ns", "a") and 20 < seconds <= 25.2
+    assert key == ("ns", "a") and 25 <= seconds <= 25.2
     node.reconcile(("ns", "a"))  # a resync or an unrelated event before the deadline: nothing new
     assert (guest.presses, guest.stopped, len(queue.later), api.events) == (1, [], 1, ["ShuttingDown"])
 
@@ -120,11 +121,21 @@ def test_at_the_deadline_the_domain_is_destroyed_and_the_finalizer_removed(tmp_p
     assert (guest.presses, guest.stopped) == (1, [0]) and removed_finalizer(api)
 
 
+def test_a_deletion_timestamp_cut_to_its_second_still_gives_the_whole_grace_period(tmp_path):
+    """The API server writes whole seconds: a VMI deleted at 12:00:00.9 says 12:00:00 (CI saw 4.56 s of 5)."""
+    for ago in (0.0, 0.5, 0.99):
+        node, _guest, _api, queue = agent(tmp_path, deleted_vmi(grace=5, deleted_ago=ago))
+        node.reconcile(("ns", "a"))
+        [(_key, seconds)] = queue.later
+        remaining = node._deadlines[("ns", "a")][1] - time.monotonic()
+        assert remaining >= 5 - ago - 0.01 and seconds >= remaining  # never before deletion + 5 s
+
+
 def test_a_restarted_agent_takes_the_deadline_from_the_deletion_timestamp(tmp_path):
     node, guest, api, queue = agent(tmp_path, deleted_vmi(grace=20, deleted_ago=15))
     node.reconcile(("ns", "a"))
     [(_key, seconds)] = queue.later
-    assert 3 < seconds <= 6.2  # what is left of the grace period, not a new one
+    assert 4 < seconds <= 6.2  # what is left of the grace period, not a new one
     node, guest, api, queue = agent(tmp_path, deleted_vmi(grace=20, deleted_ago=30))
     node.reconcile(("ns", "a"))  # the grace period ended while no agent ran
     assert (guest.presses, guest.stopped, queue.later) == (0, [0], []) and removed_finalizer(api)
