@@ -6,7 +6,10 @@ from outside: the PUT's answer, libvirt's lifecycle events (domain suspended/res
 domain. The agent's own histograms (/metrics) split its work into libvirt calls. Needs a stack lab: the
 controller serves the subresource API.
 
-    .venv/bin/python bench/pause_path.py [--repeats 10]
+    .venv/bin/python bench/pause_path.py [--repeats 10] [--samples-json FILE]
+
+It also runs against another checkout's services (bench/pause_compare.py does that for older commits, whose
+agent may have no node API): PYTHONPATH=OTHER/services ... --crds OTHER/roles/cluster/files/crds.
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ def _watch_vmi(client: KubeClient, path: str, name: str, timeline: Timeline, sto
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--samples-json", help="write every sample (ms, by row) to this file")
+    parser.add_argument("--crds", default=str(CRDS), help="the CRDs to install (default: this checkout's)")
     args = parser.parse_args()
     name = f"pausepath-{os.getpid()}"
     plane = ControlPlane(name, stack=True, nodes=0)  # the controller only; the agent is ours, with metrics
@@ -95,7 +100,7 @@ def main() -> int:
     ns = "pausepath"
     kubectl = [f"{info.state_dir}/bin/kubectl", f"--kubeconfig={info.kubeconfig}"]
     try:
-        subprocess.run([*kubectl, "apply", "--server-side", "-f", str(CRDS)], check=True, capture_output=True)
+        subprocess.run([*kubectl, "apply", "--server-side", "-f", args.crds], check=True, capture_output=True)
         subprocess.run([*kubectl, "wait", "--for=condition=Established", "crd/virtualmachineinstances.kubevirt.io",
                         "--timeout=60s"], check=True, capture_output=True)
         subprocess.run([*kubectl, "create", "namespace", ns], check=True, capture_output=True)
@@ -105,7 +110,8 @@ def main() -> int:
                                   f"--node-name={node}", f"--state-dir={state_dir}",
                                   f"--image-cache={state_dir}/images", "--heartbeat-seconds=2",
                                   f"--metrics-address=127.0.0.1:{port}",
-                                  *plane.node_api_agent_args(node)],
+                                  # older code (before the node API) has none
+                                  *(getattr(plane, "node_api_agent_args", lambda _n: [])(node))],
                                  stderr=open(state_dir / "agent.log", "w"))
         client = KubeClient.from_kubeconfig(info.kubeconfig)
         vmis = path_for("kubevirt.io/v1", "virtualmachineinstances", ns)
@@ -186,6 +192,8 @@ def main() -> int:
               f"median, {statistics.median(rows['pause: condition in a watch']) / peer:.1f}x a bare libvirt suspend "
               f"({peer:.1f} ms) in the same run")
         print(json.dumps({k: round(statistics.median(v), 1) for k, v in rows.items()}))
+        if args.samples_json:
+            Path(args.samples_json).write_text(json.dumps(rows))
     finally:
         stop.set()
         watcher.stop()

@@ -92,6 +92,10 @@ def test_pause_with_the_agent_down_is_an_error_and_changes_nothing(node) -> None
     agent = node.start_agent()
     node.create_vmis("lonely")
     wait_long(lambda: node.phase("lonely") == "Running")
+    # A pause and an unpause first: the client now holds the agent's address and an idle keep-alive connection.
+    node.set_power("lonely", "paused")
+    node.set_power("lonely", "running")
+    assert node.libvirt_state("lonely") == "running"
     agent.kill()  # its Lease still names its address: the node is not yet known to be dead
     with pytest.raises(StatusError) as caught:
         node.set_power("lonely", "paused")
@@ -100,7 +104,8 @@ def test_pause_with_the_agent_down_is_an_error_and_changes_nothing(node) -> None
     assert f"the node agent of {node.node} did not answer" in caught.value.message
     assert node.libvirt_state("lonely") == "running"
     assert node.condition("lonely", "Paused") is None
-    # Back again, it answers and pauses for real.
+    # Back again on a new port: the client's kept address and connection are dead, it reads the Lease again and
+    # the pause happens for real.
     node.start_agent()
     node.set_power("lonely", "paused")
     assert node.libvirt_state("lonely") == "paused"

@@ -7,6 +7,11 @@ published for N cannot be answered by another node's agent. Errors, in KubeVirt'
 address (no agent ever ran there, or one without a node API) is 400 "No virt-handler on node N found"; an
 agent that does not answer is 500 with the address and the reason; the agent's own refusals (409 "VMI is
 already paused") come back as it gave them.
+
+Kept between calls, as virt-api keeps its virt-handler connections: each node's address (read from its Lease
+again when a connection to it fails: an agent that restarted publishes a new port) and a few idle keep-alive
+connections per node for PUT/GET (a stream takes its connection for good). A request that fails on a reused
+connection the agent had closed meanwhile is sent once more on a new one; a failed new one is the error.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import http.client
 import json
 import socket
 import ssl
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -24,6 +31,9 @@ from virtops.kube import ApiError, KubeClient, NotFoundError, path_for
 from virtops.node.api import NODE_API_ANNOTATION, STREAM_UPGRADE, operation_path
 
 TIMEOUT_SECONDS = 30.0
+IDLE_CONNECTIONS_PER_NODE = 4
+# What a keep-alive connection the other side has closed looks like when it is used again.
+_CLOSED_MEANWHILE = (ConnectionError, ssl.SSLEOFError, http.client.RemoteDisconnected)
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,12 @@ class NodeApiClient:
         self.credentials = credentials
         self.lease_namespace = lease_namespace
         self._context = credentials.context() if credentials else None
+        self._lock = threading.Lock()
+        self._addresses: dict[str, str] = {}
+        self._idle: dict[tuple[str, str], list[http.client.HTTPSConnection]] = {}
 
     def address(self, node: str) -> str:
+        """The node API's URL as the node's Lease names it now (one GET)."""
         try:
             lease = self.client.get(path_for("coordination.k8s.io/v1", "leases", self.lease_namespace, node))
         except NotFoundError:
@@ -69,15 +83,45 @@ class NodeApiClient:
             raise bad_request(f"No virt-handler on node {node} found")
         return url
 
-    def _target(self, vmi: dict[str, Any], op: str, query: str = "") -> tuple[str, str, str]:
-        """(node, url, path) of an operation on the VMI's node."""
+    def _target(self, vmi: dict[str, Any], op: str, query: str = "") -> tuple[str, str]:
+        """(node, path) of an operation on the VMI's node."""
         meta = vmi["metadata"]
         node = (vmi.get("status") or {}).get("nodeName") or ""
         if self._context is None:
             raise internal("the subresource API has no node API client certificate (--node-api-client-cert-file)")
-        url = self.address(node)
         path = operation_path(meta["namespace"], meta["name"], op) + f"?uid={quote(meta.get('uid') or '')}{query}"
-        return node, url, path
+        return node, path
+
+    def _open(self, node: str, what_of: Callable[[str], str], *, pooled: bool) -> tuple[str, Any, bool]:
+        """(url, connection, reused): an idle one of the node when ``pooled``, else a new one to the address
+        known for the node; when that fails and the Lease names another address now, a new one there."""
+        with self._lock:
+            url = self._addresses.get(node)
+            idle = self._idle.get((node, url or "")) if pooled else None
+            if idle:
+                return url or "", idle.pop(), True
+        if url is None:
+            url = self.address(node)
+            with self._lock:
+                self._addresses[node] = url
+            return url, self._connect(node, url, what_of(url)), False
+        try:
+            return url, self._connect(node, url, what_of(url)), False
+        except StatusError:
+            fresh = self.address(node)
+            with self._lock:
+                self._addresses[node] = fresh
+            if fresh == url:
+                raise
+            return fresh, self._connect(node, fresh, what_of(fresh)), False
+
+    def _keep(self, node: str, url: str, conn: http.client.HTTPSConnection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault((node, url), [])
+            if len(idle) < IDLE_CONNECTIONS_PER_NODE and self._addresses.get(node) == url:
+                idle.append(conn)
+                return
+        conn.close()
 
     def _connect(self, node: str, url: str, what: str) -> http.client.HTTPSConnection:
         parts = urlsplit(url)
@@ -109,17 +153,27 @@ class NodeApiClient:
         return answer
 
     def _call(self, method: str, vmi: dict[str, Any], op: str) -> bytes:
-        node, url, path = self._target(vmi, op)
-        what = f'{method.capitalize()} "{url}{path}"'
-        conn = self._connect(node, url, what)
-        try:
-            conn.request(method, path, headers={"Content-Length": "0"})
-            resp = conn.getresponse()
-            body = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            raise internal(f"{what}: the node agent of {node} did not answer: {exc}") from exc
-        finally:
-            conn.close()
+        node, path = self._target(vmi, op)
+
+        def what_of(url: str) -> str:
+            return f'{method.capitalize()} "{url}{path}"'
+
+        for attempt in (1, 2):
+            url, conn, reused = self._open(node, what_of, pooled=attempt == 1)
+            try:
+                conn.request(method, path, headers={"Content-Length": "0"})
+                resp = conn.getresponse()
+                body = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                if reused and isinstance(exc, _CLOSED_MEANWHILE):
+                    continue  # the agent closed it while it was idle (it restarted): once more, on a new one
+                raise internal(f"{what_of(url)}: the node agent of {node} did not answer: {exc}") from exc
+            if resp.will_close:
+                conn.close()
+            else:
+                self._keep(node, url, conn)
+            break
         if not 200 <= resp.status < 300:
             raise _agent_error(node, resp.status, resp.reason, body)
         return body
@@ -127,9 +181,9 @@ class NodeApiClient:
     def stream(self, vmi: dict[str, Any], op: str, port: int | None = None) -> socket.socket:
         """A connected plain byte stream to the VMI's ``op`` (console, vnc; portforward to the guest's ``port``) on
         its node's agent."""
-        node, url, path = self._target(vmi, op, f"&port={port}" if port else "")
+        node, path = self._target(vmi, op, f"&port={port}" if port else "")
+        url, conn, _reused = self._open(node, lambda u: f'Get "{u}{path}"', pooled=False)
         what = f'Get "{url}{path}"'
-        conn = self._connect(node, url, what)
         sock = conn.sock
         try:
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {node}\r\nConnection: Upgrade\r\n"
