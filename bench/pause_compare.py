@@ -1,0 +1,118 @@
+"""The pause path of several commits on the same machine, in the same run: bench/pause_path.py against each.
+
+Not a test (no limits asserted). Each ref gets a detached git worktree; the rounds interleave the refs (old,
+new, old, new, ...) so that the machine's load falls on all of them alike, and the samples of all rounds are
+pooled. Each run also measures the floor, a bare libvirt suspend/resume of the same domain, and every ref is
+reported as a ratio to the floor of its own runs and to the first ref.
+
+    .venv/bin/python bench/pause_compare.py [--refs f50e8b5 HEAD] [--rounds 3] [--repeats 10] [--out DIR]
+
+The bench script itself is this checkout's (it runs against older services: see its docstring); a ref's
+services, CRDs and lab (its controller) are the ref's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = (
+    ("bare libvirt suspend", "bare libvirt resume"),
+    ("pause: PUT answered", "unpause: PUT answered"),
+    ("pause: domain suspended", "unpause: domain resumed"),
+    ("pause: condition in a watch", "unpause: condition in a watch"),
+    ("pause via kubectl: + wait", "unpause via kubectl: + wait"),
+)
+LABELS = ("bare libvirt suspend / resume (the floor)", "PUT answered", "domain suspended / resumed (libvirt event)",
+          "`Paused` condition written / removed, seen in a watch", "`kubectl replace --raw` + `kubectl wait`")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def cell(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} ({percentile(values, 0.95):.0f})" if values else "—"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--refs", nargs="+", default=["f50e8b5", "HEAD"],
+                        help="commits to compare, the first is the baseline (default: the annotation path, HEAD)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=10, help="pauses and unpauses per run")
+    parser.add_argument("--out", help="write compare.md and samples.json here")
+    args = parser.parse_args()
+    scratch = Path(tempfile.mkdtemp(prefix="pause-compare-"))
+    trees: dict[str, Path] = {}
+    commits: dict[str, str] = {}
+    samples: dict[str, dict[str, list[float]]] = {ref: {} for ref in args.refs}
+    try:
+        for ref in args.refs:
+            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref], check=True,
+                                    capture_output=True, text=True).stdout.strip()
+            tree = scratch / commit
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True,
+                           capture_output=True)
+            trees[ref], commits[ref] = tree, commit
+        for round_ in range(1, args.rounds + 1):
+            for ref in args.refs:
+                print(f"[pause-compare] round {round_}/{args.rounds}: {ref} ({commits[ref]})", flush=True)
+                out = scratch / f"{commits[ref]}-{round_}.json"
+                env = {**os.environ, "PYTHONPATH": str(trees[ref] / "services")}
+                subprocess.run([sys.executable, str(ROOT / "bench" / "pause_path.py"), "--repeats",
+                                str(args.repeats), "--crds", str(trees[ref] / "roles" / "cluster" / "files" / "crds"),
+                                "--samples-json", str(out)], check=True, env=env, stdout=subprocess.DEVNULL)
+                for row, values in json.loads(out.read_text()).items():
+                    samples[ref].setdefault(row, []).extend(values)
+    finally:
+        for tree in trees.values():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False,
+                           capture_output=True)
+        subprocess.run(["rm", "-rf", str(scratch)], check=False)
+
+    base = args.refs[0]
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load = os.getloadavg()[0]
+    lines = [f"# The pause path, {' vs '.join(f'{r} ({commits[r]})' for r in args.refs)}", "",
+             f"{when}, {platform.node()}, {os.cpu_count()} cores, load {load:.1f} at the end; "
+             f"{args.rounds} interleaved rounds x {args.repeats} pauses and unpauses per ref "
+             f"(n={args.rounds * args.repeats} each). Median (P95) in ms after the call was sent.", ""]
+    header = "| stage | " + " | ".join(f"{commits[r]}: pause | {commits[r]}: unpause" for r in args.refs) + " |"
+    lines += [header, "|---" * (1 + 2 * len(args.refs)) + "|"]
+    for label, (pause_row, unpause_row) in zip(LABELS, ROWS, strict=True):
+        cells = []
+        for ref in args.refs:
+            cells += [cell(samples[ref].get(pause_row, [])), cell(samples[ref].get(unpause_row, []))]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Ratios of the medians, PUT → condition seen in a watch:", ""]
+    for ref in args.refs:
+        for row, floor_row in (("pause: condition in a watch", "bare libvirt suspend"),
+                               ("unpause: condition in a watch", "bare libvirt resume")):
+            ours = statistics.median(samples[ref][row])
+            floor = statistics.median(samples[ref][floor_row])
+            against = statistics.median(samples[base][row])
+            lines.append(f"- {commits[ref]} {row.split(':')[0]}: {ours:.0f} ms = {ours / floor:.1f}x its floor "
+                         f"({floor:.1f} ms), {ours / against:.2f}x {commits[base]}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "compare.md").write_text(text)
+        (out_dir / "samples.json").write_text(json.dumps({commits[r]: samples[r] for r in args.refs}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
