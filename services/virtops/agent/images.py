@@ -238,7 +238,9 @@ class ImageCache:
             self._skopeo(["copy", "--quiet", f"docker://{_repository(image)}@{digest}", f"oci:{layout}:image"],
                          auth_file, "--src-cert-dir", "--src-authfile")
             try:
-                subprocess.run(["umoci", "unpack", "--image", f"{layout}:image", str(work / "bundle")],
+                # --rootless: no chown or mknod of the layers' owners and devices. The disk file is all a node uses,
+                # and the agent's hardened unit has no CAP_CHOWN (chown is also in its filtered @privileged set).
+                subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:image", str(work / "bundle")],
                                check=True, capture_output=True, text=True)
             except FileNotFoundError:
                 raise ImagePullError("umoci is not installed on this node") from None
