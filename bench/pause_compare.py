@@ -102,7 +102,8 @@ def main() -> int:
             ours = statistics.median(samples[ref][row])
             floor = statistics.median(samples[ref][floor_row])
             against = statistics.median(samples[base][row])
-            lines.append(f"- {commits[ref]} {row.split(':')[0]}: {ours:.0f} ms = {ours / floor:.1f}x its floor "
+            action = row.split(":", maxsplit=1)[0]
+            lines.append(f"- {commits[ref]} {action}: {ours:.0f} ms = {ours / floor:.1f}x its floor "
                          f"({floor:.1f} ms), {ours / against:.2f}x {commits[base]}")
     text = "\n".join(lines) + "\n"
     print(text)
