@@ -4,6 +4,8 @@
 #   hack/molecule.sh default         # one
 #   hack/molecule.sh guest           # a Debian VM configured over SSH: not in the default list (492 s,
 #                                    # two Debian boots under TCG; docs/roles.md)
+#   hack/molecule.sh host            # playbooks/site.yml over SSH on a fresh systemd host (a systemd-nspawn
+#                                    # container): not in the default list either (docs/roles.md)
 # Each scenario starts and removes its own lab (molecule-<scenario>) and node agents, also after a failure.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1

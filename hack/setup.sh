@@ -18,6 +18,8 @@ packages+=(ovmf)
 # mmdebstrap, SYSLINUX, mtools, dosfstools and sfdisk build the Debian cloud image without mounting anything
 # (services/virtops/lab/debian_image.py).
 packages+=(mmdebstrap syslinux syslinux-common mtools dosfstools fdisk)
+# systemd-nspawn boots the `host` molecule scenario's systemd host (services/virtops/lab/systemd_host.py).
+packages+=(systemd-container)
 missing=()
 for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
