@@ -131,6 +131,24 @@ def _say(msg: str) -> None:
     print(f"[lab] {msg}", file=sys.stderr, flush=True)
 
 
+def stop_process(component: str, pid: int, ticks: int, timeout: float = STOP_TIMEOUT) -> None:
+    """SIGTERM the process started at ``ticks`` (a pid taken by another process meanwhile is left alone), SIGKILL
+    it after ``timeout`` seconds, and wait until it is reaped."""
+    if _start_ticks(pid, zombies=True) != ticks:
+        return  # already gone, or the pid is someone else's now
+    if _start_ticks(pid) == ticks:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _start_ticks(pid) == ticks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _start_ticks(pid) == ticks:
+            _say(f"{component} (pid {pid}) ignored SIGTERM for {timeout:.0f}s; killing it")
+            os.kill(pid, signal.SIGKILL)
+            while _start_ticks(pid) == ticks:
+                time.sleep(0.05)
+    _reap(pid)
+
+
 class ControlPlane:
     """The lab control plane named ``name`` with its state under ``state_dir``."""
 
@@ -191,7 +209,7 @@ class ControlPlane:
             for component in services + list(reversed(COMPONENTS)):
                 entry = info.pids.get(component)
                 if entry:
-                    self._stop(component, entry["pid"], entry["ticks"])
+                    stop_process(component, entry["pid"], entry["ticks"])
             agent_nodes = [c.removeprefix("agent-") for c in services if c.startswith("agent-")]
             if agent_nodes:
                 _destroy_domains_of(agent_nodes)
@@ -215,7 +233,7 @@ class ControlPlane:
         argv = Path(f"/proc/{entry['pid']}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         if kill:
             os.kill(entry["pid"], signal.SIGKILL)
-        self._stop(component, entry["pid"], entry["ticks"])
+        stop_process(component, entry["pid"], entry["ticks"])
         try:
             if while_down is not None:
                 while_down()
@@ -318,22 +336,6 @@ class ControlPlane:
         return all(c in info.pids for c in COMPONENTS) and all(
             _start_ticks(e["pid"]) == e["ticks"] for e in info.pids.values()
         )
-
-    @staticmethod
-    def _stop(component: str, pid: int, ticks: int) -> None:
-        if _start_ticks(pid, zombies=True) != ticks:
-            return  # already gone, or the pid is someone else's now
-        if _start_ticks(pid) == ticks:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while _start_ticks(pid) == ticks and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _start_ticks(pid) == ticks:
-                _say(f"{component} (pid {pid}) ignored SIGTERM for {STOP_TIMEOUT:.0f}s; killing it")
-                os.kill(pid, signal.SIGKILL)
-                while _start_ticks(pid) == ticks:
-                    time.sleep(0.05)
-        _reap(pid)
 
     def _ssl_context(self, info: LabInfo) -> ssl.SSLContext:
         pki_dir = Path(info.state_dir) / "pki"

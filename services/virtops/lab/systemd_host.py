@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from virtops.lab.build import cache_root
+from virtops.lab.control_plane import _start_ticks, stop_process
 from virtops.lab.debian_image import DPKG_FILTERS, SOURCES, SUITE
 from virtops.lab.guest import lab_source_dir
 
@@ -39,6 +38,8 @@ RECIPE = "virtops-systemd-host-1"
 HOSTS_ROOT = Path("/tmp/virtops-host")
 WHEELS = "/var/cache/virtops-wheels"
 BOOT_TIMEOUT_SECONDS = 120
+# An orderly shutdown of the container (its agent, libvirtd and guests) takes a few seconds here.
+SHUTDOWN_TIMEOUT_SECONDS = 30.0
 
 
 class SystemdHostError(Exception):
@@ -152,7 +153,8 @@ def up(name: str, port: int, pubkey: str) -> Path:
                              f"--machine={name}",
                              f"--directory={root}", "--console=passive"], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True)
-    (base / "pid").write_text(str(proc.pid))
+    # With its start time: down() leaves alone a process that took the pid after this one ended.
+    (base / "pid").write_text(f"{proc.pid} {_start_ticks(proc.pid, zombies=True)}\n")
     deadline = time.monotonic() + BOOT_TIMEOUT_SECONDS
     while not _ssh_answers(port):
         if proc.poll() is not None:
@@ -171,21 +173,8 @@ def down(name: str) -> None:
     base = HOSTS_ROOT / name
     pid_file = base / "pid"
     if pid_file.exists():
-        pid = int(pid_file.read_text())
-        try:
-            os.kill(pid, signal.SIGTERM)
-            for _tick in range(300):
-                os.kill(pid, 0)
-                try:
-                    if os.waitpid(pid, os.WNOHANG)[0]:
-                        break
-                except ChildProcessError:
-                    pass
-                time.sleep(0.1)
-            else:
-                os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        pid, ticks = (int(field) for field in pid_file.read_text().split())
+        stop_process(f"systemd-nspawn {name}", pid, ticks, timeout=SHUTDOWN_TIMEOUT_SECONDS)
     shutil.rmtree(base, ignore_errors=True)
 
 
