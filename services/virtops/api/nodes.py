@@ -182,8 +182,12 @@ class NodeApiClient:
         """A connected plain byte stream to the VMI's ``op`` (console, vnc; portforward to the guest's ``port``) on
         its node's agent."""
         node, path = self._target(vmi, op, f"&port={port}" if port else "")
-        url, conn, _reused = self._open(node, lambda u: f'Get "{u}{path}"', pooled=False)
-        what = f'Get "{url}{path}"'
+
+        def what_of(url: str) -> str:
+            return f'Get "{url}{path}"'
+
+        url, conn, _reused = self._open(node, what_of, pooled=False)
+        what = what_of(url)
         sock = conn.sock
         try:
             sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {node}\r\nConnection: Upgrade\r\n"
