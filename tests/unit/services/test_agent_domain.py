@@ -115,6 +115,38 @@ def test_masquerade_and_slirp_interfaces_are_user_mode_and_keep_their_mac(tmp_pa
     assert "network" not in ET.tostring(xml_of(obj, tmp_path), encoding="unicode").lower().replace("pod", "")
 
 
+def test_a_nic_without_boot_order_has_no_option_rom_and_one_with_it_is_a_boot_device(tmp_path):
+    # KubeVirt's virt-launcher: iPXE only on a NIC the user boots from.
+    obj = vmi(domain__devices__interfaces=[{"name": "default", "masquerade": {}},
+                                           {"name": "pxe", "slirp": {}, "bootOrder": 2}],
+              networks=[{"name": "default", "pod": {}}, {"name": "pxe", "pod": {}}])
+    first, second = xml_of(obj, tmp_path).findall("devices/interface")
+    assert first.find("rom").attrib == {"enabled": "no"} and first.find("boot") is None
+    assert second.find("rom") is None and second.find("boot").get("order") == "2"
+    default = xml_of(vmi(), tmp_path).find("devices/interface")  # the defaulted pod interface
+    assert default.find("rom").attrib == {"enabled": "no"}
+
+
+@pytest.mark.parametrize("order", [0, -1, "1", True, 1.5])
+def test_a_boot_order_that_is_not_a_whole_number_from_1_names_the_field(tmp_path, order):
+    obj = vmi(domain__devices__interfaces=[{"name": "default", "masquerade": {}, "bootOrder": order}],
+              networks=[{"name": "default", "pod": {}}])
+    assert unsupported(obj, tmp_path).field == "spec.domain.devices.interfaces[0].bootOrder"
+    obj = vmi(domain__devices__disks=[{"name": "scratch", "disk": {}, "bootOrder": order}],
+              volumes=[{"name": "scratch", "emptyDisk": {"capacity": "1Mi"}}])
+    assert unsupported(obj, tmp_path).field == "spec.domain.devices.disks[0].bootOrder"
+
+
+def test_two_devices_with_one_boot_order_are_refused_naming_the_second(tmp_path):
+    obj = vmi(domain__devices__disks=[{"name": "scratch", "disk": {}, "bootOrder": 1}],
+              domain__devices__interfaces=[{"name": "default", "masquerade": {}, "bootOrder": 1}],
+              volumes=[{"name": "scratch", "emptyDisk": {"capacity": "1Mi"}}],
+              networks=[{"name": "default", "pod": {}}])
+    error = unsupported(obj, tmp_path)
+    assert error.field == "spec.domain.devices.interfaces[0].bootOrder"
+    assert "spec.domain.devices.disks[0]" in error.message
+
+
 def test_autoattach_false_means_no_interface(tmp_path):
     assert xml_of(vmi(domain__devices__autoattachPodInterface=False), tmp_path).findall("devices/interface") == []
 
