@@ -156,9 +156,13 @@ def _parse_time(value: str | None) -> datetime.datetime | None:
         return None
 
 
-def _awaiting_guest(interfaces: list[Obj], os_info: Obj | None, transitions: list[Obj]) -> bool:
-    """Interfaces without an address yet, or a connected guest agent that has not told its OS yet (``os_info``
-    None), on a VMI that started running recently (its guest may be booting)."""
+def _awaiting_guest(connected: bool, interfaces: list[Obj], os_info: Obj | None, transitions: list[Obj]) -> bool:
+    """A connected guest agent that has not told an address or its OS yet (``os_info`` None), on a VMI that
+    started running recently (its guest may be booting). Without a guest agent there is nothing to poll: only
+    the guest agent tells addresses, and libvirt's agent lifecycle event queues the VMI when one connects (on
+    100 booting guests, polling each every 2 s kept the workers and libvirtd from the starts)."""
+    if not connected:
+        return False
     if os_info is not None and (not interfaces or any(i.get("ipAddress") for i in interfaces)):
         return False
     started = [t.get("phaseTransitionTimestamp") for t in transitions if t.get("phase") == "Running"]
@@ -853,7 +857,7 @@ class NodeAgent:
                "conditions": conditions, "phaseTransitionTimestamps": self._transitions(status, "Running")}
         if os_info or status.get("guestOSInfo"):
             new["guestOSInfo"] = os_info or status["guestOSInfo"]
-        if not paused and _awaiting_guest(interfaces, os_info, new["phaseTransitionTimestamps"]):
+        if not paused and _awaiting_guest(connected, interfaces, os_info, new["phaseTransitionTimestamps"]):
             # No event says "the guest has its address (or its OS answer) now": look again soon while it boots.
             self._look_again_soon(_key(vmi))
         if all(status.get(k) == v for k, v in new.items()):
