@@ -21,8 +21,9 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from checkouts import checkouts
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (
@@ -53,33 +54,23 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=10, help="pauses and unpauses per run")
     parser.add_argument("--out", help="write compare.md and samples.json here")
     args = parser.parse_args()
-    scratch = Path(tempfile.mkdtemp(prefix="pause-compare-"))
-    trees: dict[str, Path] = {}
     commits: dict[str, str] = {}
     samples: dict[str, dict[str, list[float]]] = {ref: {} for ref in args.refs}
-    try:
-        for ref in args.refs:
-            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref], check=True,
-                                    capture_output=True, text=True).stdout.strip()
-            tree = scratch / commit
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True,
-                           capture_output=True)
-            trees[ref], commits[ref] = tree, commit
+    with checkouts(args.refs) as trees:
+        for checkout in trees:
+            commits[checkout.ref] = checkout.commit
         for round_ in range(1, args.rounds + 1):
-            for ref in args.refs:
-                print(f"[pause-compare] round {round_}/{args.rounds}: {ref} ({commits[ref]})", flush=True)
-                out = scratch / f"{commits[ref]}-{round_}.json"
-                env = {**os.environ, "PYTHONPATH": str(trees[ref] / "services")}
+            for checkout in trees:
+                ref = checkout.ref
+                print(f"[pause-compare] round {round_}/{args.rounds}: {ref} ({checkout.commit})", flush=True)
+                out = checkout.scratch / f"{checkout.commit}-{round_}.json"
+                crds = checkout.tree / "roles" / "cluster" / "files" / "crds"
                 subprocess.run([sys.executable, str(ROOT / "bench" / "pause_path.py"), "--repeats",
-                                str(args.repeats), "--crds", str(trees[ref] / "roles" / "cluster" / "files" / "crds"),
-                                "--samples-json", str(out)], check=True, env=env, stdout=subprocess.DEVNULL)
+                                str(args.repeats), "--crds", str(crds),
+                                "--samples-json", str(out)], check=True, env=checkout.env(dict(os.environ)),
+                               stdout=subprocess.DEVNULL)
                 for row, values in json.loads(out.read_text()).items():
                     samples[ref].setdefault(row, []).extend(values)
-    finally:
-        for tree in trees.values():
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=False,
-                           capture_output=True)
-        subprocess.run(["rm", "-rf", str(scratch)], check=False)
 
     base = args.refs[0]
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
