@@ -101,7 +101,9 @@ def test_vmi_waits_for_a_missing_image_and_starts_by_itself_once_it_is_pushed(no
     condition = ready(node, "patient")
     assert condition["status"] == "False"
     assert f'Back-off pulling image "{image}"' in condition["message"] and "manifest unknown" in condition["message"]
-    assert any(r == "Failed" and image in m and "manifest unknown" in m for r, m in event_messages(node, "patient"))
+    # Events are written off the agent's path (virtops.kube.events): the condition may come first.
+    wait_until(lambda: any(r == "Failed" and image in m and "manifest unknown" in m
+                           for r, m in event_messages(node, "patient")), attempts=100, delay=0.1)
     assert node.phase("patient") == "Scheduled" and node.libvirt_state("patient") is None  # nothing half-made
 
     node.registry.ensure_container_disk(f"{node.namespace}/late", "1", blank_qcow2(tmp_path))

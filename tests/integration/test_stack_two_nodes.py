@@ -206,6 +206,8 @@ def test_a_vmi_waits_for_its_missing_secret_and_bad_cloud_init_fails_naming_the_
                                    if c["type"] == "Synchronized" and c.get("reason") == "SecretUnavailable"), None))
     assert cond["message"] == "spec.volumes[0].cloudInitNoCloud.secretRef.name: Secret two/late-user not found"
     # One warning: the grant came before the bind, so no 403 came first (timestamps have seconds only: sorted)
+    # (events are written off the services' paths, so the warning may follow its condition by a moment)
+    wait_long(lambda: "SecretUnavailable" in events(kubectl, ns, "late"))
     assert sorted(events(kubectl, ns, "late")) == ["Scheduled", "SecretUnavailable"]
     assert status(kubectl, ns, "late")["phase"] == "Scheduled" and domain_node(ns, "late") is None
     create(kubectl, ns, secret("late-user", userData="#cloud-config\n"))  # the other key KubeVirt reads

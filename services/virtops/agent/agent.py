@@ -39,7 +39,6 @@ from virtops.agent.errors import SecretUnavailableError
 from virtops.agent.images import BadImageError, CachedImage, ImageCache, ImagePullError, auth_file, wait_seconds
 from virtops.agent.metrics import AgentMetrics, InstrumentedHypervisor
 from virtops.kube import (
-    ApiError,
     ConflictError,
     ForbiddenError,
     InvalidError,
@@ -48,6 +47,7 @@ from virtops.kube import (
     path_for,
     unchanged_since,
 )
+from virtops.kube.events import EventRecorder
 from virtops.kube.informer import Informer
 from virtops.kube.workqueue import KeyQueue
 from virtops.kubevirt import FINAL_PHASES
@@ -209,6 +209,7 @@ class NodeAgent:
         self.watch_timeout_seconds = watch_timeout_seconds
         self.stop_event = threading.Event()
         self.synced = threading.Event()
+        self.events = EventRecorder(client, COMPONENT, host=node_name)
         # Retries back off up to 5 s, never beyond a resync (libvirtd or the API are back soon).
         self.queue = KeyQueue(max_delay=min(5.0, resync_seconds))
         self._cache: dict[Key, Obj] = {}
@@ -240,6 +241,7 @@ class NodeAgent:
         self.state_dir.chmod(0o755)  # qemu (its own user) opens files below it
         self.images.clean_partial()
         self._ensure_lease_namespace()
+        self.events.start()
         if self.domain_events is not None:
             self.domain_events.start(self._on_domain_event, self._on_libvirt_connect,
                                      lambda: self.metrics.errors.inc(kind="libvirt_connection"))
@@ -265,6 +267,7 @@ class NodeAgent:
             # and dies with us. Waiting for it made every SIGTERM take the whole timeout.
             if thread is not threading.current_thread() and not thread.name.endswith("-vmi-informer"):
                 thread.join(max(0.0, deadline - time.monotonic()))  # threads are daemons: stragglers die with us
+        self.events.stop(max(0.0, deadline - time.monotonic()))
 
     def run(self) -> None:
         self.start()
@@ -948,20 +951,4 @@ class NodeAgent:
         return updated
 
     def _event(self, vmi: Obj, kind: str, reason: str, message: str) -> None:
-        meta = vmi["metadata"]
-        now = now_rfc3339()
-        body = {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": meta["name"] + ".", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message, "type": kind,
-            "source": {"component": COMPONENT, "host": self.node_name},
-            "reportingComponent": COMPONENT, "reportingInstance": self.node_name,
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
-        }
-        try:
-            self.client.create(path_for("v1", "events", meta["namespace"]), body)
-        except ApiError as exc:
-            log.warning("cannot record event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
+        self.events.record(vmi, kind, reason, message)

@@ -29,6 +29,7 @@ from virtops.kube import (
     path_for,
     unchanged_since,
 )
+from virtops.kube.events import EventRecorder
 from virtops.kube.informer import Informer
 from virtops.kube.workqueue import KeyQueue
 from virtops.kubevirt import FINAL_PHASES
@@ -37,6 +38,7 @@ from virtops.quantity import parse_quantity
 log = logging.getLogger("virtops.controller")
 
 VMI_API = "kubevirt.io/v1"
+COMPONENT = "virtops-controller"  # its Events' source
 NODE_LABEL = "kubevirt.io/nodeName"
 # Written by the node agent on its heartbeat Lease (see virtops.agent).
 CAPACITY_ANNOTATION = "virtops.kubevirt.io/capacity"
@@ -120,6 +122,7 @@ class Controller:
         self.node_grace_seconds = node_grace_seconds
         self.health_interval = health_interval
         self.stop_event = threading.Event()
+        self.events = EventRecorder(client, COMPONENT)
         self.vmis: dict[tuple[str, str], dict] = {}
         self.vms: dict[tuple[str, str], dict] = {}
         self.vm_reconciler = VmReconciler(client)
@@ -260,12 +263,9 @@ class Controller:
                             ns, name, node, exc)
                 self._retry(("vmi", ns, name))
                 return
-            self._patch_status(path, version, vmi, {"phase": "Scheduling"}, None)
-            fresh = self.client.get(path)
-            if (fresh.get("status", {}).get("phase") != "Scheduling" or fresh.get("status", {}).get("nodeName")
-                    or fresh["metadata"].get("uid") != vmi["metadata"].get("uid")):
-                self.node_secrets.forget(vmi)
-                return  # someone else moved it on meanwhile (deleted, failed, bound, made again): never overwrite that
+            # The answer is the object as this write left it; the bind below is guarded by its resourceVersion,
+            # so whoever moves the VMI on meanwhile (deletes, fails, binds or makes it again) gets a 409 here.
+            fresh = self._patch_status(path, version, vmi, {"phase": "Scheduling"}, None)
             labels = dict(fresh["metadata"].get("labels") or {}, **{NODE_LABEL: node})
             status = dict(fresh.get("status") or {})
             status.update(phase="Scheduled", nodeName=node)
@@ -323,12 +323,13 @@ class Controller:
                 return c
         return {}
 
-    def _patch_status(self, path: str, version: str, vmi: dict, fields: dict, condition: dict | None) -> None:
+    def _patch_status(self, path: str, version: str, vmi: dict, fields: dict, condition: dict | None) -> dict:
+        """The status with ``fields`` and ``condition``, guarded by ``version``; the API server's answer."""
         status = dict(vmi.get("status") or {}, **fields)
         if condition:
             status["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") != condition["type"]]
             status["conditions"].append(condition)
-        self.client.json_patch(path, [
+        return self.client.json_patch(path, [
             unchanged_since(version),
             {"op": "replace" if "status" in vmi else "add", "path": "/status", "value": status},
         ])
@@ -342,20 +343,7 @@ class Controller:
         self.queue.retry(("vmi", ns, name))
 
     def _event(self, vmi: dict, etype: str, reason: str, message: str) -> None:
-        meta = vmi["metadata"]
-        stamp = rfc3339(now_utc())
-        try:
-            self.client.create(path_for("v1", "events", meta["namespace"]), {
-                "apiVersion": "v1", "kind": "Event",
-                "metadata": {"generateName": meta["name"] + ".", "namespace": meta["namespace"]},
-                "involvedObject": {"apiVersion": VMI_API, "kind": "VirtualMachineInstance", "name": meta["name"],
-                                   "namespace": meta["namespace"], "uid": meta.get("uid")},
-                "type": etype, "reason": reason, "message": message,
-                "source": {"component": "virtops-controller"}, "reportingComponent": "virtops-controller",
-                "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-            })
-        except Exception:  # noqa: BLE001 - events are best effort
-            log.debug("event %s for %s not written", reason, meta["name"], exc_info=True)
+        self.events.record(vmi, etype, reason, message)
 
     def check_node_health(self) -> None:
         """Mark VMIs of nodes whose lease expired; after node_grace_seconds fail them, and release the deleted
@@ -459,6 +447,7 @@ class Controller:
             threading.Thread(target=self._worker, name="scheduler", daemon=True),
             threading.Thread(target=self._health_loop, name="node-health", daemon=True),
         ]
+        self.events.start()
         for t in self.threads:
             t.start()
 
@@ -469,6 +458,7 @@ class Controller:
         for thread in self.threads:
             if thread.name in ("scheduler", "node-health"):
                 thread.join(timeout=5)
+        self.events.stop()
 
 
 class LeaderElector:
