@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from virtops.kube.client import ApiError, KubeClient, path_for
+from virtops.kube.client import KubeClient, path_for
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,7 @@ class EventRecorder:
     def _write(self, body: dict[str, Any]) -> None:
         try:
             self.client.create(path_for("v1", "events", body["metadata"]["namespace"]), body)
-        except ApiError as exc:
+        except Exception as exc:  # noqa: BLE001 - best effort, and the sender thread must go on: one line, no traceback
             obj = body["involvedObject"]
-            log.warning("cannot record event %s for %s/%s: %s", body["reason"], obj["namespace"], obj["name"], exc)
-        except Exception:  # noqa: BLE001 - events are best effort; the sender thread must go on
-            log.warning("cannot record event %s for %s", body["reason"], body["involvedObject"]["name"],
-                        exc_info=True)
+            log.warning("cannot record event %s for %s/%s: %s: %s", body["reason"], obj["namespace"], obj["name"],
+                        type(exc).__name__, exc)
