@@ -103,6 +103,7 @@ class Hypervisor(Protocol):
     def pause(self, name: str) -> bool: ...
     def resume(self, name: str) -> bool: ...
     def shutdown(self, name: str) -> bool: ...
+    def destroy(self, name: str) -> bool: ...
     def stop(self, name: str, grace_seconds: float = 0.0) -> bool: ...
     def list_names(self, prefix: str = "") -> list[str]: ...
     def marker(self, name: str) -> Any: ...
@@ -740,21 +741,45 @@ class NodeAgent:
         meta = vmi["metadata"]
         if FINALIZER not in (meta.get("finalizers") or []):
             return
-        state = self.hypervisor.state(name)
-        if state is not None and self._ours(name, meta.get("uid")):
-            if state.phase == "Running" and not self._shut_down_by_deadline(vmi, name):
-                return  # the guest has until its deadline; its power-off event or the timer brings it back
-            self.hypervisor.stop(name, 0)
+        ours = self._ours(name, meta.get("uid"))
+        if ours:
+            if not self._grace_over(vmi):  # (no need to ask libvirt how the guest is once its time is up)
+                state = self.hypervisor.state(name)
+                if state is not None and state.phase == "Running" and not self._shut_down_by_deadline(vmi, name):
+                    return  # the guest has until its deadline; its power-off event or the timer brings it back
+            self.hypervisor.destroy(name)
         with self._deadline_lock:
             self._deadlines.pop(key, None)
         self._forget_pulls(key)
-        shutil.rmtree(self.vmi_state_dir(key), ignore_errors=True)
         status = vmi.get("status") or {}
         patch: Obj = {"metadata": {"finalizers": [f for f in meta.get("finalizers") or [] if f != FINALIZER]}}
         if status.get("phase") not in FINAL_PHASES:
             patch["status"] = self._final_status(vmi, "Succeeded", ready_reason="VMIStopped",
                                                  ready_message="the VMI was deleted")
-        self._patch(vmi, patch)
+        try:
+            # The guest is gone once destroyed: the VMI is released then, and its definition and files go
+            # after (off the VMI's way out). Should this fail or the agent stop here, the next reconcile (the
+            # VMI's retry, or the resync's orphan for a VMI already gone) finds the domain of ours and ends it.
+            self._patch(vmi, patch)
+        finally:
+            if ours:
+                self.hypervisor.stop(name, 0)
+            shutil.rmtree(self.vmi_state_dir(key), ignore_errors=True)
+
+    def _grace_remaining(self, vmi: Obj) -> float:
+        """Seconds of the grace period left, counted from the deletionTimestamp (see _shut_down_by_deadline)."""
+        grace = float(grace_seconds(vmi))
+        since = _parse_time(vmi["metadata"].get("deletionTimestamp"))
+        elapsed = 0.0 if since is None else (datetime.datetime.now(datetime.UTC) - since).total_seconds() - 1.0
+        return min(grace, max(0.0, grace - elapsed))
+
+    def _grace_over(self, vmi: Obj) -> bool:
+        """Whether a deleted VMI's guest has had its time: its known deadline passed, or none is left."""
+        with self._deadline_lock:
+            known = self._deadlines.get(_key(vmi))
+        if known is not None and known[0] == (vmi["metadata"].get("uid") or ""):
+            return time.monotonic() >= known[1]
+        return self._grace_remaining(vmi) <= 0
 
     def _shut_down_by_deadline(self, vmi: Obj, name: str) -> bool:
         """Graceful shutdown without holding a worker: True once the deadline has passed.
@@ -771,10 +796,7 @@ class NodeAgent:
         with self._deadline_lock:
             known = self._deadlines.get(key)
         if known is None or known[0] != uid:
-            grace = float(grace_seconds(vmi))
-            since = _parse_time(vmi["metadata"].get("deletionTimestamp"))
-            elapsed = 0.0 if since is None else (datetime.datetime.now(datetime.UTC) - since).total_seconds() - 1.0
-            remaining = min(grace, max(0.0, grace - elapsed))
+            remaining = self._grace_remaining(vmi)
             if remaining <= 0:
                 return True
             deadline = time.monotonic() + remaining

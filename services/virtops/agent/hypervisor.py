@@ -431,6 +431,30 @@ class LibvirtHypervisor:
                 raise
             return False
 
+    def destroy(self, name: str) -> bool:
+        """Pull the plug (if running), keep the definition: the agent releases the VMI, then undefines
+        (``stop``). True when a domain existed."""
+        dom = self._lookup(name)
+        if dom is None:
+            return False
+        try:
+            self._destroy(dom)
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            return False
+        return True
+
+    @staticmethod
+    def _destroy(dom: libvirt.virDomain) -> None:
+        """destroy without asking isActive first (one call less on every delete): a domain that is not
+        running answers destroy with an error, and only then is it asked."""
+        try:
+            dom.destroy()
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN or dom.isActive():
+                raise
+
     def stop(self, name: str, grace_seconds: float = 0.0) -> bool:
         """Destroy (if running) and undefine. True when a domain existed.
 
@@ -445,12 +469,7 @@ class LibvirtHypervisor:
         if dom is None:
             return False
         try:
-            if dom.isActive():
-                try:
-                    dom.destroy()
-                except libvirt.libvirtError:
-                    if dom.isActive():
-                        raise
+            self._destroy(dom)
             self._agent_cache = {k: v for k, v in self._agent_cache.items() if k[0] != name}
             self._os_cache = {k: v for k, v in self._os_cache.items() if k[0] != name}
             dom.undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)

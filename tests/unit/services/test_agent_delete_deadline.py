@@ -19,13 +19,22 @@ POWERED_OFF = DomainState(phase="Succeeded", paused=False, libvirt_state="shutof
 class Guest:
     """One domain of ours whose guest ignores the power button until told to power off."""
 
-    def __init__(self) -> None:
+    def __init__(self, calls: list[str] | None = None) -> None:
         self.current: DomainState | None = RUNNING
         self.presses = 0
         self.stopped: list[float] = []
+        self.calls = [] if calls is None else calls  # libvirt calls and API writes, in order
 
     def state(self, name):
+        self.calls.append("state")
         return self.current
+
+    def destroy(self, name):
+        self.calls.append("destroy")
+        existed = self.current is not None
+        if existed:
+            self.current = POWERED_OFF
+        return existed
 
     def marker(self, name):
         return DomainMarker(namespace="ns", name="a", uid="u1", node="node-a") if self.current else None
@@ -35,6 +44,7 @@ class Guest:
         return self.current is not None and self.current.phase == "Running"
 
     def stop(self, name, grace_seconds=0.0):
+        self.calls.append("undefine")
         self.stopped.append(grace_seconds)
         self.current = None
         return True
@@ -44,11 +54,13 @@ class Guest:
 
 
 class ApiServer:
-    def __init__(self) -> None:
+    def __init__(self, calls: list[str]) -> None:
         self.patches: list[list[dict]] = []
         self.events: list[str] = []
+        self.calls = calls
 
     def json_patch(self, path, ops):
+        self.calls.append("patch")
         self.patches.append(ops)
         return {"metadata": {"namespace": "ns", "name": "a", "resourceVersion": "9", "finalizers": [],
                              "deletionTimestamp": "x"}}
@@ -79,7 +91,8 @@ def deleted_vmi(grace: int = 25, deleted_ago: float = 0.0) -> dict:
 
 
 def agent(tmp_path, vmi: dict) -> tuple[NodeAgent, Guest, ApiServer, Queue]:
-    guest, api, queue = Guest(), ApiServer(), Queue()
+    calls: list[str] = []
+    guest, api, queue = Guest(calls), ApiServer(calls), Queue()
     node = NodeAgent(api, "node-a", guest, state_dir=tmp_path, image_cache=tmp_path, domain_type="qemu")
     node.queue = queue  # type: ignore[assignment]
     node._cache[("ns", "a")] = vmi
@@ -145,6 +158,34 @@ def test_no_grace_period_destroys_at_once(tmp_path):
     node, guest, api, _queue = agent(tmp_path, deleted_vmi(grace=0))
     node.reconcile(("ns", "a"))
     assert (guest.presses, guest.stopped) == (0, [0]) and removed_finalizer(api)
+
+
+def test_the_vmi_is_released_once_its_guest_is_destroyed_and_the_definition_goes_after(tmp_path):
+    # The VMI's way out is destroy, then the finalizer's release; the undefine and the files come after it.
+    # With no grace left, libvirt is not asked how the guest is first.
+    (tmp_path / "ns_a").mkdir()
+    node, guest, _api, _queue = agent(tmp_path, deleted_vmi(grace=0))
+    node.reconcile(("ns", "a"))
+    assert guest.calls == ["destroy", "patch", "undefine"]
+    assert not (tmp_path / "ns_a").exists()
+
+
+def test_a_failed_release_still_undefines_and_the_retry_only_releases(tmp_path):
+    node, guest, api, _queue = agent(tmp_path, deleted_vmi(grace=0))
+
+    def away(path, ops):
+        api.calls.append("patch")
+        raise ConnectionError("the API server is away")
+
+    api.json_patch = away  # type: ignore[method-assign]
+    try:
+        node.reconcile(("ns", "a"))
+    except ConnectionError:
+        pass  # the worker retries the VMI
+    assert guest.calls == ["destroy", "patch", "undefine"] and guest.current is None
+    del api.json_patch  # back again
+    node.reconcile(("ns", "a"))
+    assert guest.calls[3:] == ["patch"] and removed_finalizer(api)  # the domain is not ours to touch any more
 
 
 def test_a_new_vmi_with_the_same_name_gets_its_own_deadline(tmp_path):
