@@ -9,8 +9,10 @@ deletion → gone as P50/P95/P99. Here the same, once paced (100 ms apart) and o
   controller's CPU seconds and peak RSS over the cycle; kube-apiserver requests per VMI (its
   apiserver_request_total, by verb and resource; the bench's own POST, DELETE and watch are in it).
 - **floor**: the same domains (the XML our agent writes for those VMIs) started and destroyed straight
-  through libvirt-python on one connection, as the agents do: defineXML + create, then destroy + undefine,
-  with the same arrival pattern and as many workers as the two agents have together. No Kubernetes, no agent.
+  through libvirt-python on one connection, as the agents do: defineXML + create, then destroy (timed) and
+  undefine (after it, untimed: the agent, too, releases the VMI once its guest is destroyed and undefines
+  after), with the same arrival pattern and as many workers as the two agents have together. No Kubernetes,
+  no agent.
 
 Each percentile is a line ours vs floor (ratio ours/floor), with KubeVirt's published figures as reference
 series (their machine in the label); density.png draws the percentiles with KubeVirt's as labelled lines.
@@ -171,8 +173,8 @@ def floor(lab: Lab, count: int, interval: float, workers: int) -> dict[str, Any]
 
     def stop(i: int) -> None:
         doms[i].destroy()
+        gone[i] = time.monotonic()  # the guest is gone; ours releases its VMI here too, and undefines after
         doms[i].undefineFlags(libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM)
-        gone[i] = time.monotonic()
 
     try:
         sent = paced(count, interval, start, workers)
