@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from virtops.controller.scheduling import Node, choose_node
 from virtops.controller.secrets import NodeSecretAccess
@@ -116,7 +117,7 @@ def apply_event(cache: dict[tuple[str, str], dict], kind: str, obj: dict) -> lis
 
 class Controller:
     def __init__(self, client: KubeClient, *, lease_namespace: str = "kube-node-lease",
-                 node_grace_seconds: float = 60.0, health_interval: float = 2.0) -> None:
+                 node_grace_seconds: float = 60.0, health_interval: float = 2.0, bind_workers: int = 4) -> None:
         self.client = client
         self.lease_namespace = lease_namespace
         self.node_grace_seconds = node_grace_seconds
@@ -140,10 +141,14 @@ class Controller:
         self.assumed: dict[tuple[str, str], dict] = {}
         self.lock = threading.Lock()
         # Keys are ("vmi" | "vm", namespace, name) or ("secrets", "", ""), each queued once however many events
-        # name it. One worker: placements are decided one after another (see _assume). Retries (an API away,
-        # a rejected write) back off from 0.5 s up to a minute.
+        # name it. One worker: placements are decided one after another (see _assume); their writes run on
+        # bind_pool. Retries (an API away, a rejected write) back off from 0.5 s up to a minute.
         self.queue = KeyQueue(base_delay=0.5, max_delay=60.0)
         self.threads: list[threading.Thread] = []
+        # The bind writes, once started (until then, and in tests, they run on the caller's thread).
+        self.bind_pool: ThreadPoolExecutor | None = None
+        self.bind_workers = bind_workers
+        self.grant_lock = threading.Lock()
 
     # --- event intake ---------------------------------------------------------
     def _on_vmi(self, kind: str, obj: dict) -> None:
@@ -235,13 +240,24 @@ class Controller:
                 return  # its bind was sent; the watch brings it back bound
         if vmi is None or not self._needs_scheduling(vmi):
             return
-        ns, name = key
-        path = path_for(VMI_API, "virtualmachineinstances", ns, name)
         node, why = choose_node(vmi, nodes, placed, now_utc())
         version = vmi["metadata"]["resourceVersion"]
         stamp = rfc3339(now_utc())
         if node is not None:
             self._assume(key, vmi, node)
+            if self.bind_pool is not None:
+                # kube-scheduler's binding cycle: the placement was decided (and assumed) here, one after
+                # another; the writes run beside the next decisions, so a burst is not bound at one API round
+                # trip after the other.
+                self.bind_pool.submit(self._write_placement, key, vmi, node, why, version, stamp)
+                return
+        self._write_placement(key, vmi, node, why, version, stamp)
+
+    def _write_placement(self, key: tuple[str, str], vmi: dict, node: str | None, why: str, version: str,
+                         stamp: str) -> None:
+        """Bind ``vmi`` to ``node`` (assumed already), or say why it cannot be placed (``node`` None)."""
+        ns, name = key
+        path = path_for(VMI_API, "virtualmachineinstances", ns, name)
         bound = False
         step = "the status update"
         try:
@@ -255,8 +271,9 @@ class Controller:
                 self._patch_status(path, version, vmi, {"phase": "Pending"}, cond)
                 self._event(vmi, "Warning", "FailedScheduling", why)
                 return
-            try:  # the node may read the VMI's Secrets before it sees the VMI
-                self.node_secrets.grant(vmi, node, [v for v in self._vmi_list() if key_of(v) != key])
+            try:  # the node may read the VMI's Secrets before it sees the VMI (one grant at a time: one Role set)
+                with self.grant_lock:
+                    self.node_secrets.grant(vmi, node, [v for v in self._vmi_list() if key_of(v) != key])
             except Exception as exc:  # noqa: BLE001 - not bound now; tried again soon
                 self.node_secrets.forget(vmi)
                 log.warning("not binding %s/%s to %s yet: its node cannot be let read its Secrets: %s",
@@ -448,6 +465,7 @@ class Controller:
             threading.Thread(target=self._health_loop, name="node-health", daemon=True),
         ]
         self.events.start()
+        self.bind_pool = ThreadPoolExecutor(max_workers=self.bind_workers, thread_name_prefix="bind")
         for t in self.threads:
             t.start()
 
@@ -458,6 +476,9 @@ class Controller:
         for thread in self.threads:
             if thread.name in ("scheduler", "node-health"):
                 thread.join(timeout=5)
+        if self.bind_pool is not None:
+            self.bind_pool.shutdown(wait=True, cancel_futures=True)  # a bind under way ends (or fails) first
+            self.bind_pool = None
         self.events.stop()
 
 

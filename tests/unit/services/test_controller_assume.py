@@ -9,7 +9,9 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 from virtops.controller.controller import CAPACITY_ANNOTATION, Controller
 from virtops.kube import ApiError
@@ -88,3 +90,33 @@ def test_a_failed_bind_frees_its_room():
     assert bound_nodes(api)["only"] == 1
     assert api.get(f"{PATH}/second")["status"]["nodeName"] == "only"
     assert set(controller.assumed) == {("ns", "second")}  # sent, not yet seen bound
+
+
+class MeetingApi(SilentApi):
+    """Each bind write waits for another bind write to be under way too (a barrier of two)."""
+
+    def __init__(self, vmis):
+        super().__init__(vmis)
+        self.lock = threading.Lock()
+        self.meeting = threading.Barrier(2, timeout=10)
+
+    def json_patch(self, path, ops):
+        if any(op["path"] == "/metadata/labels" for op in ops):
+            self.meeting.wait()  # BrokenBarrierError (the bind fails) unless two binds overlap
+        with self.lock:
+            return super().json_patch(path, ops)
+
+
+def test_once_started_the_binds_of_a_burst_are_written_side_by_side_and_still_never_overcommit():
+    vmis = [pending(f"v{i:02}") for i in range(6)]
+    api = MeetingApi(vmis)
+    controller = Controller(api, bind_workers=2)  # type: ignore[arg-type]
+    controller._on_lease("SYNC", {"items": [lease("a", "2Gi"), lease("b", "2Gi")]})
+    controller._on_vmi("SYNC", {"items": vmis[:4]})
+    controller.bind_pool = ThreadPoolExecutor(2)  # what start() sets up, without the informers
+    try:
+        for v in vmis[:4]:
+            controller.reconcile(("ns", v["metadata"]["name"]))
+    finally:
+        controller.bind_pool.shutdown(wait=True)
+    assert bound_nodes(api) == {"a": 2, "b": 2, None: 2}  # the two not yet listed stay pending
