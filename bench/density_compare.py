@@ -17,6 +17,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ def main() -> int:
     parser.add_argument("--refs", nargs="+", required=True, help="commits to compare, the first is the baseline")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--count", type=int, default=100, help="VMIs per cycle (default 100, KubeVirt's)")
-    parser.add_argument("--out", help="write compare.md and samples.json here")
+    parser.add_argument("--out", help="write compare.md, samples.json and each run's bench/run results here")
     args = parser.parse_args()
     # samples[commit][mode][side][direction] = every VMI's seconds, all rounds pooled
     samples: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
@@ -49,6 +50,8 @@ def main() -> int:
                                 "--density-count", str(args.count), "--out", str(out),
                                 "--name", f"dc{checkout.commit[:5]}{round_}"],
                                check=True, env=checkout.env(dict(os.environ)))
+                if args.out:  # each run's own table, JSON and chart beside the comparison
+                    shutil.copytree(out, Path(args.out) / f"{checkout.commit}-{round_}", dirs_exist_ok=True)
                 meta = json.loads((out / "latest.json").read_text())["meta"]
                 loads.append((meta.get("load_1min") or {}).get("median", float("nan")))
                 for mode, runs in meta["density"].items():
