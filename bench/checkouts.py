@@ -4,12 +4,14 @@ script is this checkout's."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,3 +47,13 @@ def checkouts(refs: list[str]) -> Iterator[list[Checkout]]:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(checkout.tree)],
                            check=False, capture_output=True)
         subprocess.run(["rm", "-rf", str(scratch)], check=False)
+
+
+def report(text: str, samples: Any, out: str | None) -> None:
+    """Print a comparison; with ``out``, also write it there as compare.md beside its samples.json."""
+    print(text)
+    if out:
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "compare.md").write_text(text)
+        (out_dir / "samples.json").write_text(json.dumps(samples, indent=1))

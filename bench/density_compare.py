@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from checkouts import checkouts
+from checkouts import checkouts, report
 from density import FLOOR, OURS, PERCENTILES, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,13 +87,7 @@ def main() -> int:
                 cells.append(", ".join(" / ".join(f"{n / b:.2f}" for n, b in zip(stats[c], stats[base], strict=True))
                                        for c in commits[1:]))
             lines.append(f"| {mode} | {label} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "compare.md").write_text(text)
-        (out_dir / "samples.json").write_text(json.dumps(samples, indent=1))
+    report("\n".join(lines) + "\n", samples, args.out)
     return 0
 
 

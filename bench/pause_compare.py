@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from checkouts import checkouts
+from checkouts import checkouts, report
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = (
@@ -96,13 +96,7 @@ def main() -> int:
             action = row.split(":", maxsplit=1)[0]
             lines.append(f"- {commits[ref]} {action}: {ours:.0f} ms = {ours / floor:.1f}x its floor "
                          f"({floor:.1f} ms), {ours / against:.2f}x {commits[base]}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        out_dir = Path(args.out)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "compare.md").write_text(text)
-        (out_dir / "samples.json").write_text(json.dumps({commits[r]: samples[r] for r in args.refs}, indent=1))
+    report("\n".join(lines) + "\n", {commits[r]: samples[r] for r in args.refs}, args.out)
     return 0
 
 
